@@ -1,0 +1,95 @@
+"""Environment adapters: simulators behind one batched multi-agent API (see ``envs.core``).
+
+``envs.make("smac:3m", num_envs=64, seed=0)`` builds a task named ``family:map``. Simulators are
+imported only when a task of theirs is built, so ``import envs`` is cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from envs.core import BackendUnavailableError, BatchedEnv, EnvError, EnvInfo, TimeStep
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    backends: dict[str, str]  # backend name -> "module:Class"
+    default_backend: str
+    map_help: str  # what map names are accepted
+
+
+FAMILIES: dict[str, Family] = {
+    "smac": Family(
+        name="smac",
+        description="StarCraft multi-agent battles in SMAC's observation/state/action layout",
+        backends={"smax": "envs.smax:SmaxEnv", "sc2": "envs.sc2:SC2Env"},
+        default_backend="smax",
+        map_help="Nm, Nm_vs_Mm, XsYz or XsYz_vs_XsYz (e.g. 3m, 5m_vs_6m, 2s3z, 3s5z_vs_3s6z)",
+    ),
+    "mamujoco": Family(
+        name="mamujoco",
+        description="multi-agent MuJoCo robots (gymnasium-robotics mamujoco_v1), continuous actions",
+        backends={"mujoco": "envs.mamujoco:MaMuJoCoEnv"},
+        default_backend="mujoco",
+        map_help="Robot-PARTITION, e.g. HalfCheetah-2x3, Ant-4x2, Hopper-3x1, "
+        "ManySegmentAnt-3x2, or a custom factorization HalfCheetah-3x2",
+    ),
+    "mpe": Family(
+        name="mpe",
+        description="multi-agent particle worlds (PettingZoo mpe2), cooperative navigation",
+        backends={"mpe2": "envs.mpe:MPEEnv"},
+        default_backend="mpe2",
+        map_help="spread-N with N agents and N landmarks, e.g. spread-3",
+    ),
+}
+
+
+def split_task(task: str) -> tuple[Family, str]:
+    """``"smac:3m" -> (FAMILIES["smac"], "3m")`` with a clear error for bad names."""
+    if not isinstance(task, str) or task.count(":") != 1 or not all(task.split(":")):
+        raise EnvError(
+            f"task name {task!r} is not of the form 'family:map'; families: {sorted(FAMILIES)} "
+            "(e.g. 'smac:3m', 'mamujoco:HalfCheetah-2x3', 'mpe:spread-3')"
+        )
+    family_name, map_name = task.split(":")
+    if family_name not in FAMILIES:
+        close = difflib.get_close_matches(family_name, FAMILIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EnvError(f"unknown task family {family_name!r}{hint}; known: {sorted(FAMILIES)}")
+    return FAMILIES[family_name], map_name
+
+
+def make(
+    task: str, backend: str | None = None, num_envs: int = 1, seed: int = 0, **options: Any
+) -> BatchedEnv:
+    """Build ``num_envs`` auto-resetting copies of ``task`` on ``backend`` (the family's default
+    when None). ``options`` are family-specific simulator settings (e.g. SMAC's
+    ``enemy_attack_mode``); unknown ones are rejected by the backend."""
+    family, map_name = split_task(task)
+    backend = family.default_backend if backend is None else backend
+    if backend not in family.backends:
+        raise EnvError(
+            f"unknown backend {backend!r} for family {family.name!r}; "
+            f"available: {sorted(family.backends)}"
+        )
+    module_name, class_name = family.backends[backend].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(map_name, num_envs=num_envs, seed=seed, **options)
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "BatchedEnv",
+    "EnvError",
+    "EnvInfo",
+    "FAMILIES",
+    "Family",
+    "TimeStep",
+    "make",
+    "split_task",
+]

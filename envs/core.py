@@ -1,0 +1,169 @@
+"""The batched multi-agent environment API every family implements.
+
+One object steps ``num_envs`` copies of a task at once and speaks arrays:
+
+* ``reset() -> TimeStep`` and ``step(actions) -> TimeStep``;
+* ``obs [N, n_agents, obs_dim]``, ``state [N, state_dim]``,
+  ``avail_actions [N, n_agents, n_actions]`` (bool; ``None`` for continuous actions),
+  team ``reward [N]``, ``terminated [N]`` (the episode really ended: a team was wiped out, the
+  robot fell) and ``truncated [N]`` (the episode limit was reached).
+
+Auto-reset is *same-step*: when copy ``i`` finishes during ``step``, the returned ``obs[i]``,
+``state[i]`` and ``avail_actions[i]`` already belong to the first step of its next episode, and
+what the finished episode ended on is in ``info["final_obs"]``, ``info["final_state"]`` and
+``info["final_avail_actions"]``. Per-episode results (``episode_return``, ``episode_length`` and,
+for SMAC, ``battle_won``) are in ``info`` and are meaningful where ``done`` is true. This is what
+data collection needs: the final observation of every episode is kept, and no step is wasted on a
+separate reset call.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class EnvError(ValueError):
+    """A user mistake in a task name, backend, option or action: one clear message, no traceback
+    from the simulator underneath."""
+
+
+class BackendUnavailableError(EnvError, ImportError):
+    """A backend whose simulator is not installed (e.g. real StarCraft II)."""
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What a task looks like: everything a dataset writer, model or parser needs to know."""
+
+    task: str  # "family:map", e.g. "smac:3m"
+    family: str
+    map_name: str
+    backend: str
+    n_agents: int
+    obs_dim: int  # per agent (the largest, where agents differ; smaller ones are zero-padded)
+    state_dim: int
+    action_type: str  # "discrete" | "continuous"
+    n_actions: int  # discrete: actions per agent; continuous: largest action size of an agent
+    episode_limit: int
+    layout: Any  # family-specific description the entity parser needs (SmacLayout, ...)
+    n_enemies: int = 0  # SMAC: enemy units; MPE: landmarks; MuJoCo: 0
+    options: Mapping[str, Any] = field(default_factory=dict)  # simulator settings in force
+
+    def summary(self) -> dict:
+        """A flat, JSON-friendly description (for `marl envs check` and dataset attributes)."""
+        out = {
+            "task": self.task,
+            "backend": self.backend,
+            "n_agents": self.n_agents,
+            "n_enemies": self.n_enemies,
+            "obs_dim": self.obs_dim,
+            "state_dim": self.state_dim,
+            "action_type": self.action_type,
+            "n_actions": self.n_actions,
+            "episode_limit": self.episode_limit,
+        }
+        out.update({f"option.{k}": v for k, v in self.options.items()})
+        if hasattr(self.layout, "summary"):
+            out.update({f"layout.{k}": v for k, v in self.layout.summary().items()})
+        return out
+
+
+@dataclass
+class TimeStep:
+    """One batched transition result (or the result of ``reset``)."""
+
+    obs: np.ndarray  # [N, n_agents, obs_dim] float32
+    state: np.ndarray  # [N, state_dim] float32
+    avail_actions: np.ndarray | None  # [N, n_agents, n_actions] bool, None for continuous
+    reward: np.ndarray  # [N] float32 team reward (0 after reset)
+    terminated: np.ndarray  # [N] bool
+    truncated: np.ndarray  # [N] bool
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class BatchedEnv(abc.ABC):
+    """Base class: ``num_envs`` copies of one task, stepped together, auto-reset (see module doc)."""
+
+    info: EnvInfo
+    num_envs: int
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """Start a fresh episode in every copy (``seed`` re-seeds the whole batch)."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> TimeStep:
+        """Discrete: int actions ``[N, n_agents]``; continuous: floats ``[N, n_agents, n_actions]``."""
+
+    def close(self) -> None:
+        """Release simulator resources (processes, renderers)."""
+
+    def __enter__(self) -> "BatchedEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- shared validation
+    def _check_discrete_actions(self, actions: Any, avail: np.ndarray) -> np.ndarray:
+        """Return ``actions`` as int64 ``[N, n_agents]``; raise EnvError naming the first
+        unavailable (env, agent, action) and what that agent could do instead."""
+        actions = np.asarray(actions)
+        expected = (self.num_envs, self.info.n_agents)
+        if actions.shape != expected:
+            raise EnvError(
+                f"{self.info.task}: actions have shape {actions.shape}, expected {expected} "
+                "(num_envs, n_agents) of integer action ids"
+            )
+        if not np.issubdtype(actions.dtype, np.integer):
+            raise EnvError(f"{self.info.task}: actions must be integers, got dtype {actions.dtype}")
+        actions = actions.astype(np.int64, copy=False)
+        n = self.info.n_actions
+        out_of_range = (actions < 0) | (actions >= n)
+        if out_of_range.any():
+            e, a = np.argwhere(out_of_range)[0]
+            raise EnvError(
+                f"{self.info.task}: env {e} agent {a} chose action {actions[e, a]}, "
+                f"outside 0..{n - 1}"
+            )
+        ok = np.take_along_axis(avail, actions[..., None], axis=-1)[..., 0]
+        if not ok.all():
+            e, a = np.argwhere(~ok)[0]
+            allowed = np.flatnonzero(avail[e, a]).tolist()
+            raise EnvError(
+                f"{self.info.task}: env {e} agent {a} chose unavailable action {actions[e, a]}; "
+                f"available actions are {allowed}"
+            )
+        return actions
+
+    def _check_continuous_actions(self, actions: Any) -> np.ndarray:
+        actions = np.asarray(actions, dtype=np.float32)
+        expected = (self.num_envs, self.info.n_agents, self.info.n_actions)
+        if actions.shape != expected:
+            raise EnvError(
+                f"{self.info.task}: actions have shape {actions.shape}, expected {expected} "
+                "(num_envs, n_agents, n_actions) of floats in [-1, 1]"
+            )
+        if not np.isfinite(actions).all():
+            raise EnvError(f"{self.info.task}: actions contain NaN or infinity")
+        return actions
+
+
+def check_num_envs(num_envs: Any) -> int:
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise EnvError(f"num_envs must be a positive integer, got {num_envs!r}")
+    return int(num_envs)
+
+
+def random_actions(avail_actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random available actions ``[N, n_agents]`` from a boolean mask, vectorised."""
+    scores = rng.random(avail_actions.shape) * avail_actions
+    return scores.argmax(-1)

@@ -1,0 +1,328 @@
+"""SMAC on the embedded SMAX simulator (jaxmarl 0.2.0 ``HeuristicEnemySMAX``).
+
+One jit-compiled, vmapped function steps every copy of a map, converts SMAX's world into SMAC's
+vectors (``envs.smac`` layout), computes SMAC's reward and resets finished copies, so each
+``step`` is a single XLA call. Compiled programs are cached per map in the process and on disk
+(JAX's persistent compilation cache, ``$MARL_JAX_CACHE`` or ``~/.cache/marl/jax``).
+
+Where SMAX differs from StarCraft II and what this adapter does about it:
+
+* Units: SMAX pools hit points and shields (stalker 160 = 80 + 80, zealot 150 = 100 + 50). The
+  adapter splits them back, shields absorbing damage first, so the shield slot is filled as in
+  SC2 (shields do not regenerate in SMAX).
+* Walls: SMAX kills units that touch the map edge by default; SMAC's walls only block. We run
+  with ``walls_cause_death=False`` (SMAX then clamps positions) and, as SMAC does, mark a move
+  unavailable when the point one unit ahead is off the map.
+* Team composition is passed as a fixed unit list per map, which avoids SMAX's SMACv2-style
+  unit-type generator and its bug (extra enemies always marines).
+* Ranges: visibility uses each unit type's SMAX sight range and attack availability its SMAX
+  attack range (SMACv1 uses 9 and 6 for every unit); distances are normalised by the observer's
+  sight range as in SMAC.
+* Opponent: SMAX's scripted heuristic, with ``enemy_attack_mode`` "closest" (default, JaxMARL's
+  setting) or "random"; it is recorded in ``env.info.options``.
+* Reward: SMAC's ``reward_only_positive`` convention (damage dealt + 10 per kill + 200 for a win,
+  scaled so that a won battle returns exactly 20). A win needs every enemy dead and an ally alive.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numpy as np
+
+from envs.core import BatchedEnv, EnvError, EnvInfo, TimeStep, check_num_envs
+from envs.smac import MAX_SHIELD, N_ACTIONS_NO_ATTACK, SmacLayout, parse_map
+
+# SMAX unit type ids (jaxmarl smax_env.SMAX.unit_type_names order)
+SMAX_TYPE_ID = {"marine": 0, "marauder": 1, "stalker": 2, "zealot": 3, "zergling": 4,
+                "hydralisk": 5}
+MAP_SIZE = 32.0  # SMAX's default arena, 32 x 32 like SMAC's marine maps
+MOVE_LOOKAHEAD = 1.0  # SMAC's can_move looks half a 2-unit move ahead
+REWARD_DEATH_VALUE, REWARD_WIN, REWARD_SCALE_RATE = 10.0, 200.0, 20.0
+# SMAC action -> SMAX action: 0 no-op/1 stop -> 4 stop; N, S, E, W -> 0, 2, 1, 3; attack j -> 5+j
+_SMAC_TO_SMAX_MOVES = np.array([4, 4, 0, 2, 1, 3], dtype=np.int32)
+# SMAC move feature order (north, south, east, west) as unit vectors
+_MOVE_DIRECTIONS = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]], dtype=np.float32)
+ENEMY_ATTACK_MODES = ("closest", "random")
+OPTIONS = {
+    "enemy_attack_mode": f"one of {ENEMY_ATTACK_MODES}: how the scripted enemy picks targets",
+    "episode_limit": "positive int overriding SMAC's per-map limit",
+}
+
+
+def _enable_persistent_cache() -> None:
+    import jax
+
+    cache_dir = os.environ.get("MARL_JAX_CACHE", os.path.expanduser("~/.cache/marl/jax"))
+    os.makedirs(cache_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # SMAX programs compile in seconds: cache all of them, however small or quick.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _SmaxProgram:
+    """The jitted reset/step of one (map, opponent, limit): built once per process."""
+
+    def __init__(self, layout: SmacLayout, enemy_attack_mode: str, episode_limit: int):
+        import jax
+        import jax.numpy as jnp
+        from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario
+
+        _enable_persistent_cache()
+        self.layout, self.episode_limit = layout, episode_limit
+        n_a, n_e = layout.n_agents, layout.n_enemies
+        unit_names = layout.ally_types + layout.enemy_types
+        type_ids = np.array([SMAX_TYPE_ID[t] for t in unit_names], dtype=np.uint8)
+        self.sim = HeuristicEnemySMAX(
+            scenario=Scenario(jnp.asarray(type_ids), n_a, n_e, False, False),
+            max_steps=episode_limit,
+            walls_cause_death=False,
+            attack_mode=enemy_attack_mode,
+            see_enemy_actions=True,
+        )
+        sim = self.sim._env
+        pooled = np.asarray(sim.unit_type_health)[type_ids].astype(np.float32)
+        shield_max = np.array([MAX_SHIELD.get(t, 0.0) for t in unit_names], np.float32)
+        # Per-unit constants, fixed by the map's unit list.
+        self.hp_max = jnp.asarray(pooled - shield_max)
+        self.shield_max = jnp.asarray(shield_max)
+        self.sight = jnp.asarray(np.asarray(sim.unit_type_sight_ranges)[type_ids][:n_a])
+        self.attack_range = jnp.asarray(np.asarray(sim.unit_type_attack_ranges)[type_ids][:n_a])
+        self.cooldown_max = jnp.asarray(np.asarray(sim.unit_type_weapon_cooldowns)[type_ids][:n_a])
+        self.ally_bits = jnp.asarray(_type_bits(layout.ally_types, layout.ally_type_bits))
+        self.enemy_bits = jnp.asarray(_type_bits(layout.enemy_types, layout.enemy_type_bits))
+        # others[i] = the allies agent i observes, in index order without itself
+        self.others = jnp.asarray(
+            np.array([[k for k in range(n_a) if k != i] for i in range(n_a)], np.int32)
+            .reshape(n_a, n_a - 1))
+        self.max_reward = float(pooled[n_a:].sum() + REWARD_DEATH_VALUE * n_e + REWARD_WIN)
+        self.reset = jax.jit(self._reset_batch, static_argnums=1)
+        self.step = jax.jit(self._step_batch)
+
+    # ------------------------------------------------------------------ SMAC vectors
+    def _health_shield(self, health):
+        """Split SMAX's pooled health into SMAC's health and shield fractions."""
+        jnp = self._jnp
+        hp = jnp.minimum(health, self.hp_max) / self.hp_max
+        shield = jnp.clip(health - self.hp_max, 0.0, self.shield_max) / jnp.maximum(
+            self.shield_max, 1.0)
+        return hp, shield
+
+    def _vectors(self, world, last_action):
+        """SMAC obs [n_a, obs_dim], state [state_dim] and avail [n_a, n_actions] of one battle."""
+        import jax
+
+        jnp, lay = self._jnp, self.layout
+        n_a = lay.n_agents
+        pos, alive = world.unit_positions, world.unit_alive
+        hp, shield = self._health_shield(world.unit_health)
+        a_pos, e_pos, a_alive, e_alive = pos[:n_a], pos[n_a:], alive[:n_a], alive[n_a:]
+        sight = self.sight[:, None]
+
+        def with_extras(base, hp_, shield_, bits, shield_bits):
+            parts = [base, hp_[..., None]]
+            if shield_bits:
+                parts.append(shield_[..., None])
+            if bits.shape[-1]:
+                parts.append(jnp.broadcast_to(bits, hp_.shape + bits.shape[-1:]))
+            return jnp.concatenate(parts, axis=-1)
+
+        # enemies seen by each agent: [n_a, n_e, nf_en]
+        d = e_pos[None] - a_pos[:, None]
+        dist = jnp.linalg.norm(d, axis=-1)
+        both_alive = a_alive[:, None] & e_alive[None]
+        attackable = both_alive & (dist < self.attack_range[:, None])
+        visible = both_alive & (dist < sight)
+        base = jnp.concatenate([attackable[..., None], (dist / sight)[..., None], d / sight[..., None]], -1)
+        enemy = with_extras(base, jnp.broadcast_to(hp[n_a:], dist.shape),
+                            jnp.broadcast_to(shield[n_a:], dist.shape), self.enemy_bits,
+                            lay.shield_bits_enemy) * visible[..., None]
+        # other allies seen by each agent: [n_a, n_a - 1, nf_al]
+        d = a_pos[self.others] - a_pos[:, None]
+        dist = jnp.linalg.norm(d, axis=-1)
+        visible = a_alive[:, None] & a_alive[self.others] & (dist < sight)
+        base = jnp.concatenate([jnp.ones_like(dist)[..., None], (dist / sight)[..., None], d / sight[..., None]], -1)
+        ally = with_extras(base, hp[:n_a][self.others], shield[:n_a][self.others],
+                           self.ally_bits[self.others], lay.shield_bits_ally) * visible[..., None]
+        own = with_extras(jnp.zeros((n_a, 0)), hp[:n_a], shield[:n_a], self.ally_bits,
+                          lay.shield_bits_ally) * a_alive[:, None]
+        ahead = a_pos[:, None] + MOVE_LOOKAHEAD * jnp.asarray(_MOVE_DIRECTIONS)[None]
+        can_move = a_alive[:, None] & jnp.all((ahead > 0) & (ahead < MAP_SIZE), axis=-1)
+        obs = jnp.concatenate([can_move, enemy.reshape(n_a, -1), ally.reshape(n_a, -1), own], -1)
+
+        rel = (pos - MAP_SIZE / 2) / MAP_SIZE
+        cooldown = jnp.clip(world.unit_weapon_cooldowns[:n_a] / self.cooldown_max, 0.0, 1.0)
+        ally_state = with_extras(jnp.stack([cooldown, rel[:n_a, 0], rel[:n_a, 1]], -1), hp[:n_a],
+                                 shield[:n_a], self.ally_bits, lay.shield_bits_ally)
+        # SMAC puts health first: move it in front of cooldown and position.
+        ally_state = jnp.concatenate([ally_state[:, 3:4], ally_state[:, :3], ally_state[:, 4:]], -1)
+        enemy_state = with_extras(rel[n_a:], hp[n_a:], shield[n_a:], self.enemy_bits,
+                                  lay.shield_bits_enemy)
+        enemy_state = jnp.concatenate([enemy_state[:, 2:3], enemy_state[:, :2], enemy_state[:, 3:]], -1)
+        last = jax.nn.one_hot(last_action, lay.n_actions, dtype=jnp.float32)
+        state = jnp.concatenate([(ally_state * a_alive[:, None]).ravel(),
+                                 (enemy_state * e_alive[:, None]).ravel(), last.ravel()])
+
+        avail_alive = jnp.concatenate(
+            [jnp.zeros((n_a, 1), bool), jnp.ones((n_a, 1), bool), can_move, attackable], -1)
+        dead_row = jnp.zeros(lay.n_actions, bool).at[0].set(True)
+        avail = jnp.where(a_alive[:, None], avail_alive, dead_row[None])
+        return obs.astype(jnp.float32), state.astype(jnp.float32), avail
+
+    # ------------------------------------------------------------------ reset / step
+    def _reset_one(self, key):
+        jnp = self._jnp
+        import jax
+
+        _, sim_state = self.sim.reset(key)
+        # The heuristic enemy's initial state is weakly typed; make it strong so that reset and
+        # step hand the same types to the step function, which then compiles once, not twice.
+        sim_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), sim_state)
+        last_action = jnp.full(self.layout.n_agents, -1, jnp.int32)  # none yet: all-zero one-hot
+        carry = (sim_state, last_action, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        return carry, self._vectors(sim_state.state, last_action)
+
+    def _reset_batch(self, key, num_envs: int):
+        import jax
+
+        return jax.vmap(self._reset_one)(jax.random.split(key, num_envs))
+
+    def _step_one(self, key, carry, actions):
+        jnp = self._jnp
+        import jax
+
+        sim_state, _, ep_return, ep_len = carry
+        n_a = self.layout.n_agents
+        key_step, key_reset = jax.random.split(key)
+        smax_actions = jnp.where(actions < N_ACTIONS_NO_ATTACK,
+                                 jnp.asarray(_SMAC_TO_SMAX_MOVES)[jnp.minimum(actions, 5)],
+                                 actions - 1)
+        _, next_state, _, _, _ = self.sim.step_env(
+            key_step, sim_state, {agent: smax_actions[i] for i, agent in enumerate(self.sim.agents)})
+        before, after = sim_state.state, next_state.state
+        e_before, e_after = before.unit_alive[n_a:], after.unit_alive[n_a:]
+        damage = jnp.sum(jnp.maximum(before.unit_health[n_a:] - after.unit_health[n_a:], 0.0))
+        kills = jnp.sum(e_before & ~e_after)
+        allies_left, enemies_left = jnp.any(after.unit_alive[:n_a]), jnp.any(e_after)
+        won = allies_left & ~enemies_left
+        reward = (damage + REWARD_DEATH_VALUE * kills + REWARD_WIN * won) * (
+            REWARD_SCALE_RATE / self.max_reward)
+        ep_return, ep_len = ep_return + reward, ep_len + 1
+        terminated = ~allies_left | ~enemies_left
+        truncated = (ep_len >= self.episode_limit) & ~terminated
+        done = terminated | truncated
+        final = self._vectors(after, actions.astype(jnp.int32))
+        next_carry = (next_state, actions.astype(jnp.int32), ep_return, ep_len)
+        reset_carry, reset_vectors = self._reset_one(key_reset)
+        pick = functools.partial(jax.tree.map, lambda r, n: jnp.where(done, r, n))
+        out = {
+            "vectors": pick(reset_vectors, final),
+            "final": final,
+            "reward": reward.astype(jnp.float32),
+            "terminated": terminated,
+            "truncated": truncated,
+            "battle_won": won,
+            "episode_return": ep_return,
+            "episode_length": ep_len,
+        }
+        return pick(reset_carry, next_carry), out
+
+    def _step_batch(self, key, carry, actions):
+        import jax
+
+        key, step_key = jax.random.split(key)
+        keys = jax.random.split(step_key, actions.shape[0])
+        carry, out = jax.vmap(self._step_one)(keys, carry, actions)
+        return key, carry, out
+
+    @property
+    def _jnp(self):
+        import jax.numpy as jnp
+
+        return jnp
+
+
+def _type_bits(unit_types: tuple[str, ...], bit_names: tuple[str, ...]) -> np.ndarray:
+    """One-hot type rows [n_units, len(bit_names)] in SMAC's bit order for that team."""
+    out = np.zeros((len(unit_types), len(bit_names)), np.float32)
+    for row, unit in enumerate(unit_types):
+        if bit_names:
+            out[row, bit_names.index(unit)] = 1.0
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _program(map_name: str, enemy_attack_mode: str, episode_limit: int) -> _SmaxProgram:
+    return _SmaxProgram(parse_map(map_name), enemy_attack_mode, episode_limit)
+
+
+class SmaxEnv(BatchedEnv):
+    """``num_envs`` auto-resetting SMAX battles of one SMAC map, in SMAC's layout."""
+
+    def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0,
+                 enemy_attack_mode: str = "closest", episode_limit: int | None = None,
+                 check_actions: bool = True, **unknown: Any):
+        if unknown:
+            raise EnvError(f"smac/smax: unknown option(s) {sorted(unknown)}; accepted: {OPTIONS}")
+        layout = parse_map(map_name)
+        if enemy_attack_mode not in ENEMY_ATTACK_MODES:
+            raise EnvError(f"smac/smax: enemy_attack_mode={enemy_attack_mode!r}; "
+                           f"accepted: {ENEMY_ATTACK_MODES}")
+        limit = layout.episode_limit if episode_limit is None else episode_limit
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise EnvError(f"smac/smax: episode_limit must be a positive int, got {episode_limit!r}")
+        self.num_envs = check_num_envs(num_envs)
+        self.check_actions = check_actions
+        self._program = _program(map_name, enemy_attack_mode, int(limit))
+        self.info = EnvInfo(
+            task=f"smac:{map_name}", family="smac", map_name=map_name, backend="smax",
+            n_agents=layout.n_agents, n_enemies=layout.n_enemies, obs_dim=layout.obs_dim,
+            state_dim=layout.state_dim, action_type="discrete", n_actions=layout.n_actions,
+            episode_limit=int(limit), layout=layout,
+            options={"enemy_attack_mode": enemy_attack_mode, "walls_cause_death": False,
+                     "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX"},
+        )
+        self._seed = seed
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        import jax
+
+        if seed is not None:
+            self._seed = seed
+        self._key, reset_key = jax.random.split(jax.random.PRNGKey(self._seed))
+        self._carry, (obs, state, avail) = self._program.reset(reset_key, self.num_envs)
+        self._avail = np.asarray(avail)
+        zeros = np.zeros(self.num_envs, np.float32)
+        return TimeStep(obs=np.asarray(obs), state=np.asarray(state), avail_actions=self._avail,
+                        reward=zeros, terminated=zeros.astype(bool), truncated=zeros.astype(bool))
+
+    def step(self, actions: np.ndarray) -> TimeStep:
+        if self.check_actions:
+            actions = self._check_discrete_actions(actions, self._avail)
+        self._key, self._carry, out = self._program.step(
+            self._key, self._carry, np.asarray(actions, np.int32))
+        obs, state, avail = (np.asarray(x) for x in out["vectors"])
+        final_obs, final_state, final_avail = (np.asarray(x) for x in out["final"])
+        self._avail = avail
+        info = {k: np.asarray(out[k]) for k in ("battle_won", "episode_return", "episode_length")}
+        info.update(final_obs=final_obs, final_state=final_state, final_avail_actions=final_avail)
+        return TimeStep(obs=obs, state=state, avail_actions=avail,
+                        reward=np.asarray(out["reward"]), terminated=np.asarray(out["terminated"]),
+                        truncated=np.asarray(out["truncated"]), info=info)
+
+    # ------------------------------------------------------------------ introspection
+    def unit_snapshot(self) -> dict[str, np.ndarray]:
+        """Positions [N, units, 2], health fraction, alive flags and unit type names of every
+        battle, allies first (for replays and scripted policies)."""
+        world = self._carry[0].state
+        pooled = np.asarray(self._program.hp_max + self._program.shield_max)
+        return {
+            "positions": np.asarray(world.unit_positions),
+            "health": np.asarray(world.unit_health) / pooled,
+            "alive": np.asarray(world.unit_alive),
+            "unit_types": np.array(self.info.layout.ally_types + self.info.layout.enemy_types),
+        }
