@@ -67,10 +67,14 @@ class _SmaxProgram:
     """The jitted reset/step of one (map, opponent, limit): built once per process."""
 
     def __init__(self, layout: SmacLayout, enemy_attack_mode: str, episode_limit: int):
+        import contextlib
+        import io
+
         import jax
         import jax.numpy as jnp
-        from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario
 
+        with contextlib.redirect_stdout(io.StringIO()):  # jaxmarl prints about optional envs
+            from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario
         _enable_persistent_cache()
         self.layout, self.episode_limit = layout, episode_limit
         n_a, n_e = layout.n_agents, layout.n_enemies
@@ -295,9 +299,9 @@ class SmaxEnv(BatchedEnv):
             self._seed = seed
         self._key, reset_key = jax.random.split(jax.random.PRNGKey(self._seed))
         self._carry, (obs, state, avail) = self._program.reset(reset_key, self.num_envs)
-        self._avail = np.asarray(avail)
+        self._avail = np.array(avail)
         zeros = np.zeros(self.num_envs, np.float32)
-        return TimeStep(obs=np.asarray(obs), state=np.asarray(state), avail_actions=self._avail,
+        return TimeStep(obs=np.array(obs), state=np.array(state), avail_actions=self._avail,
                         reward=zeros, terminated=zeros.astype(bool), truncated=zeros.astype(bool))
 
     def step(self, actions: np.ndarray) -> TimeStep:
@@ -305,14 +309,16 @@ class SmaxEnv(BatchedEnv):
             actions = self._check_discrete_actions(actions, self._avail)
         self._key, self._carry, out = self._program.step(
             self._key, self._carry, np.asarray(actions, np.int32))
-        obs, state, avail = (np.asarray(x) for x in out["vectors"])
-        final_obs, final_state, final_avail = (np.asarray(x) for x in out["final"])
+        # np.array copies: JAX's host buffers are read-only, and users (and torch) expect to own
+        # what they are given; the copies cost microseconds at these sizes.
+        obs, state, avail = (np.array(x) for x in out["vectors"])
+        final_obs, final_state, final_avail = (np.array(x) for x in out["final"])
         self._avail = avail
-        info = {k: np.asarray(out[k]) for k in ("battle_won", "episode_return", "episode_length")}
+        info = {k: np.array(out[k]) for k in ("battle_won", "episode_return", "episode_length")}
         info.update(final_obs=final_obs, final_state=final_state, final_avail_actions=final_avail)
         return TimeStep(obs=obs, state=state, avail_actions=avail,
-                        reward=np.asarray(out["reward"]), terminated=np.asarray(out["terminated"]),
-                        truncated=np.asarray(out["truncated"]), info=info)
+                        reward=np.array(out["reward"]), terminated=np.array(out["terminated"]),
+                        truncated=np.array(out["truncated"]), info=info)
 
     # ------------------------------------------------------------------ introspection
     def unit_snapshot(self) -> dict[str, np.ndarray]:
