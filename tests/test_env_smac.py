@@ -1,0 +1,169 @@
+"""SMAC on the embedded SMAX simulator: SMAC's sizes, limits, rewards and a real game."""
+
+import numpy as np
+import pytest
+
+import envs
+from envs import EnvError
+from envs.core import random_actions
+from envs.smac import EPISODE_LIMITS, focus_fire_actions, parse_map
+from envs.tasksets import load_taskset
+
+
+@pytest.mark.parametrize("map_name, obs_dim, state_dim, n_actions", [
+    ("3m", 30, 48, 9), ("5m_vs_6m", 55, 98, 12), ("2s3z", 80, 120, 11), ("3s5z", 128, 216, 14),
+])
+def test_layout_sizes_equal_smac(map_name, obs_dim, state_dim, n_actions):
+    # SMAC's own sizes (ODIS data: 3m obs 30, state 48 = 12 + 9 + 27 last actions).
+    lay = parse_map(map_name)
+    assert (lay.obs_dim, lay.state_dim, lay.n_actions) == (obs_dim, state_dim, n_actions)
+
+
+def test_every_taskset_map_parses_with_smac_episode_limits():
+    for name in ("marine-easy", "marine-hard", "stalker-zealot"):
+        ts = load_taskset(name)
+        for task in ts.train_tasks + ts.test_tasks:
+            lay = parse_map(task.split(":")[1])
+            assert lay.episode_limit == EPISODE_LIMITS[lay.map_name]
+    assert parse_map("13m_vs_15m").episode_limit == 160
+    assert parse_map("4s6z").episode_limit == 170
+
+
+def test_general_names_and_type_bits():
+    lay = parse_map("3s5z_vs_3s6z")
+    assert (lay.n_agents, lay.n_enemies) == (8, 9)
+    assert lay.ally_types[:3] == ("stalker",) * 3 and lay.enemy_types[-6:] == ("zealot",) * 6
+    # SMAC's quirk: allies number types from the smallest unit id, enemies by SC2 id.
+    assert lay.ally_type_bits == ("stalker", "zealot")
+    assert lay.enemy_type_bits == ("zealot", "stalker")
+    assert parse_map("20m_vs_24m").episode_limit == 200  # outside the table: grows with size
+    assert parse_map("1m").n_agents == 1
+
+
+@pytest.mark.parametrize("bad", ["3x", "m3", "3m_vs_", "2s3z_vs_3m", "0m", "3m_vs_40m", "", "3M"])
+def test_bad_map_names_are_rejected_with_the_grammar(bad):
+    with pytest.raises(EnvError, match="accepted|1..32|family:map"):
+        envs.make(f"smac:{bad}")
+
+
+def test_bad_backend_and_option():
+    with pytest.raises(EnvError, match="available: \\['sc2', 'smax'\\]"):
+        envs.make("smac:3m", backend="starcraft")
+    with pytest.raises(EnvError, match="enemy_attack_mode"):
+        envs.make("smac:3m", enemy_attack_mode="weakest")
+    with pytest.raises(EnvError, match="unknown option"):
+        envs.make("smac:3m", difficulty=7)
+    with pytest.raises(EnvError, match="num_envs"):
+        envs.make("smac:3m", num_envs=0)
+
+
+@pytest.fixture(scope="module")
+def env3m():
+    return envs.make("smac:3m", num_envs=64, seed=0)
+
+
+def test_unavailable_and_malformed_actions_name_the_culprit(env3m):
+    ts = env3m.reset(seed=0)
+    actions = random_actions(ts.avail_actions, np.random.default_rng(0))
+    actions[5, 2] = 6  # attack enemy 0: out of range at the start of a battle
+    with pytest.raises(EnvError, match=r"env 5 agent 2 chose unavailable action 6; available actions are \[1, 2, 3, 4, 5\]"):
+        env3m.step(actions)
+    with pytest.raises(EnvError, match="shape"):
+        env3m.step(actions[:, :2])
+    with pytest.raises(EnvError, match="outside 0..8"):
+        env3m.step(np.full((64, 3), 9))
+
+
+def test_initial_avail_and_dead_agents(env3m):
+    ts = env3m.reset(seed=0)
+    # alive at the start: stop and all four moves, no no-op, enemies out of range
+    assert (ts.avail_actions[..., :6] == [False, True, True, True, True, True]).all()
+    assert not ts.avail_actions[..., 6:].any()
+    assert (ts.state[:, -27:] == 0).all()  # no last actions yet
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        ts = env3m.step(random_actions(ts.avail_actions, rng))
+        final = ts.info["final_obs"]
+        dead = ~final.any(-1)  # SMAC zeroes a dead agent's whole observation
+        avail = ts.info["final_avail_actions"]
+        assert (avail[dead][:, 0]).all() and not avail[dead][:, 1:].any()  # only no-op
+        assert not avail[~dead][:, 0].any()
+
+
+def test_focus_fire_beats_random_on_3m(env3m):
+    """The game is real: a scripted focus-fire policy wins clearly more than random play."""
+    results = {}
+    for name in ("focus", "random"):
+        rng = np.random.default_rng(0)
+        ts = env3m.reset(seed=3)
+        wins, returns = [], []
+        while len(wins) < 128:
+            if name == "focus":
+                actions = focus_fire_actions(ts.obs, ts.avail_actions, env3m.info.layout)
+            else:
+                actions = random_actions(ts.avail_actions, rng)
+            ts = env3m.step(actions)
+            wins += ts.info["battle_won"][ts.done].tolist()
+            returns += ts.info["episode_return"][ts.done].tolist()
+        results[name] = (np.mean(wins), np.array(returns), np.array(wins))
+    focus_win, focus_ret, focus_won = results["focus"]
+    random_win, random_ret, _ = results["random"]
+    assert focus_win > 0.4 and random_win < 0.1 and focus_win > random_win + 0.3
+    # SMAC's reward scale: a won battle returns exactly 20, a lost one less
+    np.testing.assert_allclose(focus_ret[focus_won], 20.0, rtol=1e-5)
+    assert (focus_ret[~focus_won] < 20.0).all() and (random_ret >= 0).all()
+
+
+def test_episode_limit_truncates_and_auto_resets():
+    env = envs.make("smac:3m", num_envs=4, seed=0, episode_limit=5)
+    ts = env.reset()
+    stop = np.ones((4, 3), int)  # enemies start ~16 units away and cannot engage in 5 steps
+    for step in range(1, 6):
+        ts = env.step(stop)
+        assert ts.done.any() == (step == 5)
+    assert ts.truncated.all() and not ts.terminated.any()
+    assert (ts.info["episode_length"] == 5).all() and not ts.info["battle_won"].any()
+    # auto-reset: returned vectors are a fresh battle's, final ones the finished battle's
+    assert (ts.state[:, -27:] == 0).all() and (ts.info["final_state"][:, -27:] != 0).any()
+    ts = env.step(stop)
+    assert not ts.done.any()
+
+
+def test_same_seed_same_battles_different_seed_differs():
+    def rollout(seed):
+        env = envs.make("smac:2s3z", num_envs=3, seed=seed)
+        ts, rng, obs = env.reset(), np.random.default_rng(0), []
+        for _ in range(15):
+            ts = env.step(random_actions(ts.avail_actions, rng))
+            obs.append(ts.obs)
+        return np.stack(obs)
+
+    a, b, c = rollout(7), rollout(7), rollout(8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_shields_fill_on_protoss_maps():
+    env = envs.make("smac:2s3z", num_envs=2, seed=0)
+    ts = env.reset()
+    lay = env.info.layout
+    own = ts.obs[..., -lay.own_dim:]
+    np.testing.assert_allclose(own[..., :2], 1.0)  # full health and full shield
+    # own type bits: the 2 stalkers first (bit 0), then 3 zealots (bit 1)
+    np.testing.assert_array_equal(own[0, :, 2:], [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+
+
+def test_step_compiles_once_per_map_and_batch_size():
+    """Reset and step hand the step function identical types: no recompilation on the second
+    call (SMAX's own reset/step pair recompiles), nor after a reset or a new env object."""
+    env = envs.make("smac:4m", num_envs=2, seed=0)
+    rng = np.random.default_rng(0)
+    ts = env.step(random_actions(env.reset().avail_actions, rng))
+    compiled = env._program.step._cache_size()
+    for _ in range(3):
+        ts = env.step(random_actions(ts.avail_actions, rng))
+    ts = env.reset(seed=1)
+    again = envs.make("smac:4m", num_envs=2, seed=5)
+    again.step(random_actions(again.reset().avail_actions, rng))
+    env.step(random_actions(ts.avail_actions, rng))
+    assert env._program is again._program and env._program.step._cache_size() == compiled
