@@ -6,7 +6,7 @@ import torch
 
 import envs
 from envs.smac import UNIT_VOCAB, parse_map
-from marl.entity.smac import F_ENTITY, F_OWN, F_STATE, parse_obs, parse_state
+from marl.entity.smac import F_ENTITY, F_OWN, F_STATE, parse_smac_obs, parse_smac_state
 
 
 def smac_obs_by_hand(move, enemies, allies, own):
@@ -37,7 +37,7 @@ def test_marine_obs_tokens_hold_the_hand_placed_values():
                 dict(visible=0, dist=0, dx=0, dy=0, health=0)],
         own=dict(health=0.6))
     assert obs.shape == (lay.obs_dim,)
-    view = parse_obs(torch.from_numpy(obs), lay)
+    view = parse_smac_obs(torch.from_numpy(obs), lay)
     marine = one_hot("marine")
     torch.testing.assert_close(view.own, torch.tensor([0.6, 0.0, *marine, 1, 0, 1, 1]))
     torch.testing.assert_close(view.enemies, torch.tensor([
@@ -61,7 +61,7 @@ def test_stalker_zealot_tokens_resolve_smacs_swapped_enemy_type_bits():
                 dict(visible=1, dist=0.5, dx=0, dy=-0.5, health=1.0, extra=[0.5, 0, 1])],
         own=dict(health=0.9, extra=[0.3, 1, 0]))
     assert obs.shape == (lay.obs_dim,) == (4 + 3 * 8 + 2 * 8 + 4,)
-    view = parse_obs(torch.from_numpy(obs)[None, None], lay)  # any leading batch dims
+    view = parse_smac_obs(torch.from_numpy(obs)[None, None], lay)  # any leading batch dims
     assert view.enemies.shape == (1, 1, 3, F_ENTITY) and view.own.shape == (1, 1, F_OWN)
     s, z = one_hot("stalker"), one_hot("zealot")
     torch.testing.assert_close(view.enemies[0, 0], torch.tensor([
@@ -80,7 +80,7 @@ def test_state_tokens_by_hand():
     last[0, 7] = 1  # agent 0 attacked enemy 1
     last[1, 0] = 1  # dead agent 1 no-op
     state = np.concatenate([np.ravel(allies), np.ravel(enemies), last.ravel()]).astype(np.float32)
-    view = parse_state(torch.from_numpy(state), lay)
+    view = parse_smac_state(torch.from_numpy(state), lay)
     m = one_hot("marine")
     assert view.allies.shape == (2, F_STATE) and view.enemies.shape == (3, F_STATE)
     torch.testing.assert_close(view.allies, torch.tensor([
@@ -94,14 +94,14 @@ def test_state_tokens_by_hand():
 
 def test_wrong_width_is_rejected():
     with pytest.raises(ValueError, match="smac:3m observation has 31 features, expected 30"):
-        parse_obs(torch.zeros(31), parse_map("3m"))
+        parse_smac_obs(torch.zeros(31), parse_map("3m"))
     with pytest.raises(ValueError, match="state has 47 features, expected 48"):
-        parse_state(torch.zeros(47), parse_map("3m"))
+        parse_smac_state(torch.zeros(47), parse_map("3m"))
 
 
 def test_one_model_width_for_marine_and_protoss_maps_and_padding():
-    a = parse_obs(torch.zeros(4, 3, 30), parse_map("3m"))
-    b = parse_obs(torch.zeros(4, 8, 128), parse_map("3s5z"))
+    a = parse_smac_obs(torch.zeros(4, 3, 30), parse_map("3m"))
+    b = parse_smac_obs(torch.zeros(4, 8, 128), parse_map("3s5z"))
     assert a.enemies.shape[-1] == b.enemies.shape[-1] == F_ENTITY
     assert a.own.shape[-1] == b.own.shape[-1] == F_OWN
     padded = a.pad(n_allies=7, n_enemies=8)
@@ -119,8 +119,8 @@ def test_real_battle_tokens_agree_with_unit_snapshot():
     for _ in range(20):
         ts = env.step(focus_fire_actions(ts.obs, ts.avail_actions, env.info.layout))
     snap = env.unit_snapshot()
-    view = parse_obs(torch.from_numpy(ts.obs), env.info.layout)
-    state = parse_state(torch.from_numpy(ts.state), env.info.layout)
+    view = parse_smac_obs(torch.from_numpy(ts.obs), env.info.layout)
+    state = parse_smac_state(torch.from_numpy(ts.state), env.info.layout)
     n_a = env.info.n_agents
     # pooled (health + shield) fraction from the state tokens equals the simulator's
     hp_max = np.array([80.0, 80, 100, 100, 100]); sh_max = np.array([80.0, 80, 50, 50, 50])

@@ -93,7 +93,7 @@ def _check(x: torch.Tensor, size: int, what: str, lay: SmacLayout) -> None:
         raise ValueError(f"smac:{lay.map_name} {what} has {x.shape[-1]} features, expected {size}")
 
 
-def parse_obs(obs: torch.Tensor, layout: SmacLayout) -> EntityObs:
+def parse_smac_obs(obs: torch.Tensor, layout: SmacLayout) -> EntityObs:
     """``obs [..., obs_dim]`` in SMAC's layout -> tokens (own, n_agents-1 allies, n_enemies enemies)."""
     lay, t = layout, _tables(layout)
     _check(obs, lay.obs_dim, "observation", lay)
@@ -126,7 +126,7 @@ def parse_obs(obs: torch.Tensor, layout: SmacLayout) -> EntityObs:
     return EntityObs(own, allies, enemies, ones(*batch, n_a - 1), ones(*batch, n_e))
 
 
-def parse_state(state: torch.Tensor, layout: SmacLayout) -> EntityState:
+def parse_smac_state(state: torch.Tensor, layout: SmacLayout) -> EntityState:
     """``state [..., state_dim]`` in SMAC's layout -> ally and enemy state tokens."""
     lay, t = layout, _tables(layout)
     _check(state, lay.state_dim, "state", lay)

@@ -1,0 +1,44 @@
+"""The `marl` console command, run as a user would."""
+
+import subprocess
+import sys
+
+import pytest
+
+from marl.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "marl.cli", *args], capture_output=True, text=True)
+
+
+def test_envs_list_shows_families_backends_and_tasksets(capsys):
+    assert main(["envs", "list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("smac", "smax (default)", "sc2", "mamujoco", "mpe", "marine-hard", "stalker-zealot"):
+        assert word in out
+
+
+def test_envs_check_prints_layout_and_speed(capsys):
+    assert main(["envs", "check", "mpe:spread-3", "--num-envs", "2", "--steps", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "obs_dim                  18" in out and "env-steps/s" in out
+    assert '"episodes": 2' in out  # 30 steps > the 25-step episodes of both copies
+
+
+@pytest.mark.parametrize("task, message", [
+    ("smac:3x", "SMAC map name '3x' is not understood"),
+    ("smoc:3m", "did you mean 'smac'"),
+])
+def test_user_mistakes_end_in_one_error_line(task, message):
+    result = run("envs", "check", task)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("marl: error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_starcraft_is_one_clear_error():
+    result = run("envs", "check", "smac:3m", "--backend", "sc2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SC2PATH" in result.stderr and "smacv2" in result.stderr
