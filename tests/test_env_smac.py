@@ -167,3 +167,20 @@ def test_step_compiles_once_per_map_and_batch_size():
     again.step(random_actions(again.reset().avail_actions, rng))
     env.step(random_actions(ts.avail_actions, rng))
     assert env._program is again._program and env._program.step._cache_size() == compiled
+
+
+def test_every_taskset_map_builds_and_plays():
+    """All 30 maps of marine-easy, marine-hard and stalker-zealot build on SMAX and play a few
+    steps of focus fire in SMAC's layout (one compilation per map)."""
+    maps = sorted({t.split(":")[1] for name in ("marine-easy", "marine-hard", "stalker-zealot")
+                   for t in load_taskset(name).test_tasks})
+    assert len(maps) == 30
+    for map_name in maps:
+        env = envs.make(f"smac:{map_name}", num_envs=2, seed=0)
+        lay = env.info.layout
+        ts = env.reset()
+        for _ in range(3):
+            ts = env.step(focus_fire_actions(ts.obs, ts.avail_actions, lay))
+        assert ts.obs.shape == (2, lay.n_agents, lay.obs_dim), map_name
+        assert ts.avail_actions.shape == (2, lay.n_agents, 6 + lay.n_enemies), map_name
+        assert env.info.episode_limit == EPISODE_LIMITS[map_name]
