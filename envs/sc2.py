@@ -67,9 +67,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BackendUnavailableError, BatchedEnv, EnvError, EnvInfo, TimeStep, \
+from envs.core import BackendUnavailableError, BatchedEnv, EnvError, TimeStep, \
     check_num_envs
-from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS, SmacLayout, parse_map
+from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS, SmacLayout, parse_map, smac_env_info
 
 INSTALL_HELP = (
     "the real StarCraft II backend needs smacv2 and StarCraft II 4.10. In a separate Python "
@@ -423,9 +423,11 @@ class SC2Env(BatchedEnv):
         if start_positions not in START_POSITIONS:
             raise EnvError(f"smac/sc2: start_positions={start_positions!r}; "
                            f"accepted: {START_POSITIONS}")
-        limit = layout.episode_limit if episode_limit is None else episode_limit
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-            raise EnvError(f"smac/sc2: episode_limit must be a positive int, got {episode_limit!r}")
+        self.info = smac_env_info(
+            layout, "sc2", episode_limit,
+            options={"difficulty": difficulty, "start_positions": start_positions,
+                     "smacv2_map": route_for(layout).smacv2_map,
+                     "simulator": "StarCraft II via smacv2"})
         self.num_envs = check_num_envs(num_envs)
         self.check_actions = check_actions
         self.route = route_for(layout)
@@ -445,19 +447,10 @@ class SC2Env(BatchedEnv):
         self._wrapper_cls = StarCraftCapabilityEnvWrapper
         self._capability_config = capability_config(layout, start_positions)
         self._env_kwargs = {**SMACV1_LIKE_KWARGS, "difficulty": difficulty}
-        self._episode_limit = int(limit)
+        self._episode_limit = self.info.episode_limit
         self.format = Smacv2Format.from_kwargs(self.route, layout.n_agents, layout.n_enemies,
                                                self._env_kwargs)
         self.indices = build_indices(layout, self.format)
-        self.info = EnvInfo(
-            task=f"smac:{map_name}", family="smac", map_name=map_name, backend="sc2",
-            n_agents=layout.n_agents, n_enemies=layout.n_enemies, obs_dim=layout.obs_dim,
-            state_dim=layout.state_dim, action_type="discrete", n_actions=layout.n_actions,
-            episode_limit=self._episode_limit, layout=layout,
-            options={"difficulty": difficulty, "start_positions": start_positions,
-                     "smacv2_map": self.route.smacv2_map,
-                     "simulator": "StarCraft II via smacv2"},
-        )
         self._envs: list[Any] = []
         self._built_seed: int | None = None
         self._seed = seed

@@ -30,10 +30,11 @@ the parser can map both onto one canonical vocabulary.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
-from envs.core import EnvError
+from envs.core import EnvError, EnvInfo
 
 N_MOVE_FEATS = 4
 N_ACTIONS_NO_ATTACK = 6  # no-op, stop, north, south, east, west
@@ -148,6 +149,18 @@ class SmacLayout:
             "state_nf_al": self.state_nf_al,
             "state_nf_en": self.state_nf_en,
         }
+
+
+def smac_env_info(layout: SmacLayout, backend: str, episode_limit, options: dict) -> EnvInfo:
+    """The EnvInfo every SMAC backend reports; ``episode_limit`` None means SMAC's per-map limit."""
+    limit = layout.episode_limit if episode_limit is None else episode_limit
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+        raise EnvError(f"smac/{backend}: episode_limit must be a positive int, got {episode_limit!r}")
+    return EnvInfo(
+        task=f"smac:{layout.map_name}", family="smac", map_name=layout.map_name, backend=backend,
+        n_agents=layout.n_agents, n_enemies=layout.n_enemies, obs_dim=layout.obs_dim,
+        state_dim=layout.state_dim, action_type="discrete", n_actions=layout.n_actions,
+        episode_limit=int(limit), layout=layout, options=options)
 
 
 def parse_map(map_name: str) -> SmacLayout:

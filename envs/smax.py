@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BatchedEnv, EnvError, EnvInfo, TimeStep, check_num_envs
-from envs.smac import MAX_SHIELD, N_ACTIONS_NO_ATTACK, SmacLayout, parse_map
+from envs.core import BatchedEnv, EnvError, TimeStep, check_num_envs
+from envs.smac import MAX_SHIELD, N_ACTIONS_NO_ATTACK, SmacLayout, parse_map, smac_env_info
 
 # SMAX unit type ids (jaxmarl smax_env.SMAX.unit_type_names order)
 SMAX_TYPE_ID = {"marine": 0, "marauder": 1, "stalker": 2, "zealot": 3, "zergling": 4,
@@ -275,20 +275,13 @@ class SmaxEnv(BatchedEnv):
         if enemy_attack_mode not in ENEMY_ATTACK_MODES:
             raise EnvError(f"smac/smax: enemy_attack_mode={enemy_attack_mode!r}; "
                            f"accepted: {ENEMY_ATTACK_MODES}")
-        limit = layout.episode_limit if episode_limit is None else episode_limit
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-            raise EnvError(f"smac/smax: episode_limit must be a positive int, got {episode_limit!r}")
+        self.info = smac_env_info(
+            layout, "smax", episode_limit,
+            options={"enemy_attack_mode": enemy_attack_mode, "walls_cause_death": False,
+                     "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX"})
         self.num_envs = check_num_envs(num_envs)
         self.check_actions = check_actions
-        self._program = _program(map_name, enemy_attack_mode, int(limit))
-        self.info = EnvInfo(
-            task=f"smac:{map_name}", family="smac", map_name=map_name, backend="smax",
-            n_agents=layout.n_agents, n_enemies=layout.n_enemies, obs_dim=layout.obs_dim,
-            state_dim=layout.state_dim, action_type="discrete", n_actions=layout.n_actions,
-            episode_limit=int(limit), layout=layout,
-            options={"enemy_attack_mode": enemy_attack_mode, "walls_cause_death": False,
-                     "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX"},
-        )
+        self._program = _program(map_name, enemy_attack_mode, self.info.episode_limit)
         self._seed = seed
         self.reset(seed)
 
