@@ -3,6 +3,14 @@
     marl envs list                         families, backends and task sets
     marl envs check TASK [--backend B] [--num-envs N] [--steps S] [--seed S]
                                            build TASK, print its layout and measured env-steps/s
+    marl behavior train TASK --out DIR [--steps N] [--seed S] [--enemy-attack-mode M]
+                                           train (or resume) a MAPPO behaviour policy
+    marl behavior export RUN --out DIR     keep the snapshots data qualities need (to ship)
+    marl collect --task TASK --policy DIR --quality Q --episodes N --out FILE
+                                           record a dataset from behaviour-policy snapshots
+    marl datasets build TASKSET --quality Q [--episodes N] [--policies DIR] [--out DIR]
+                                           datasets of every training task of a task set
+    marl datasets inspect PATH             the dataset card (statistics, histogram, checksum)
 
 User mistakes (a bad task name, backend or option) end with one ``marl: error: ...`` line and
 exit status 2, never a traceback from the simulator underneath.
@@ -84,6 +92,54 @@ def _envs_check(args: argparse.Namespace) -> None:
           f"episodes {json.dumps(stats)}")
 
 
+def _behavior_train(args: argparse.Namespace) -> None:
+    from marl.behavior import BehaviorConfig, train
+
+    options = {"enemy_attack_mode": args.enemy_attack_mode} if args.enemy_attack_mode else None
+    cfg = BehaviorConfig(task=args.task, total_env_steps=args.steps, seed=args.seed,
+                         num_envs=args.num_envs, snapshot_every=args.snapshot_every,
+                         eval_episodes=args.eval_episodes, threads=args.threads, env_options=options)
+    meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
+    print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
+
+
+def _behavior_export(args: argparse.Namespace) -> None:
+    from marl.collect import export_policies
+
+    record = export_policies(args.run, args.out, command=args.command_line)
+    for name, snap in record["snapshots"].items():
+        print(f"{name:<9} env steps {snap['env_steps']:>9,}  greedy {snap['greedy']}")
+
+
+def _collect(args: argparse.Namespace) -> None:
+    from marl.collect import collect
+
+    out = collect(args.task, args.policy, args.quality, args.episodes, args.out, seed=args.seed,
+                  num_envs=args.num_envs)
+    print(f"wrote {out}")
+
+
+def _datasets_build(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from envs.tasksets import load_taskset
+    from marl.collect import collect
+    from marl.data.loader import dataset_path
+
+    taskset = load_taskset(args.taskset)
+    for task in taskset.train_tasks:
+        policy = Path(args.policies) / task.replace(":", "_")
+        out = collect(task, policy, args.quality, args.episodes, dataset_path(args.out, task, args.quality),
+                      seed=args.seed, num_envs=args.num_envs, env_options=taskset.env_options)
+        print(f"wrote {out}", flush=True)
+
+
+def _datasets_inspect(args: argparse.Namespace) -> None:
+    from marl.data.format import dataset_card
+
+    print(dataset_card(args.path, task=args.task))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marl", description=__doc__.split("\n\n")[0])
     groups = parser.add_subparsers(dest="group", required=True)
@@ -98,17 +154,64 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--steps", type=int, default=200, help="batched steps to time (200)")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=_envs_check)
+
+    behavior = groups.add_parser("behavior", help="behaviour policies that make offline datasets")
+    behavior_cmds = behavior.add_subparsers(dest="command", required=True)
+    btrain = behavior_cmds.add_parser("train", help="train (or resume) a MAPPO behaviour policy")
+    btrain.add_argument("task", help="e.g. smac:3m, mpe:spread-3")
+    btrain.add_argument("--out", required=True, help="run folder (re-running resumes it)")
+    btrain.add_argument("--steps", type=int, default=2_000_000, help="total env steps (2M)")
+    btrain.add_argument("--seed", type=int, default=0)
+    btrain.add_argument("--num-envs", type=int, default=64)
+    btrain.add_argument("--snapshot-every", type=int, default=10, help="updates between snapshots")
+    btrain.add_argument("--eval-episodes", type=int, default=128, help="episodes per snapshot eval")
+    btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
+    btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,
+                        help="SMAC on SMAX: the scripted enemy's targeting (default closest)")
+    btrain.set_defaults(func=_behavior_train)
+    export = behavior_cmds.add_parser("export", help="keep the snapshots data qualities need")
+    export.add_argument("run", help="a `marl behavior train` folder")
+    export.add_argument("--out", required=True, help="e.g. datasets/policies/smac_3m")
+    export.add_argument("--command-line", default="", help="the training command, for provenance")
+    export.set_defaults(func=_behavior_export)
+
+    col = groups.add_parser("collect", help="record a dataset from behaviour-policy snapshots")
+    col.add_argument("--task", required=True)
+    col.add_argument("--policy", required=True, help="a behaviour run or datasets/policies/<task> folder")
+    col.add_argument("--quality", required=True, help="expert, medium, medium-replay, medium-expert, poor")
+    col.add_argument("--episodes", type=int, default=2000)
+    col.add_argument("--out", required=True, help="HDF5 file to write (re-running resumes)")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--num-envs", type=int, default=64)
+    col.set_defaults(func=_collect)
+
+    data = groups.add_parser("datasets", help="build and inspect offline datasets")
+    data_cmds = data.add_subparsers(dest="command", required=True)
+    build = data_cmds.add_parser("build", help="datasets of every training task of a task set")
+    build.add_argument("taskset", help="e.g. marine-hard, or a task-set YAML path")
+    build.add_argument("--quality", required=True)
+    build.add_argument("--episodes", type=int, default=2000)
+    build.add_argument("--policies", default="datasets/policies", help="folder of shipped policies")
+    build.add_argument("--out", default="datasets/data", help="dataset root (git-ignored)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--num-envs", type=int, default=64)
+    build.set_defaults(func=_datasets_build)
+    inspect = data_cmds.add_parser("inspect", help="print a dataset card and verify the checksum")
+    inspect.add_argument("path")
+    inspect.add_argument("--task", default=None, help="task of an ODIS file whose path does not tell")
+    inspect.set_defaults(func=_datasets_inspect)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from envs import EnvError
+    from marl.data.format import DatasetError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except EnvError as err:
+    except (EnvError, DatasetError) as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,364 @@
+"""Behaviour policies for making offline datasets: shared-parameter MAPPO on the entity view.
+
+``marl behavior train TASK --out DIR`` trains one policy for one task on the batched simulators,
+logs to TensorBoard (``DIR/tb``), writes a snapshot every ``snapshot_every`` updates with its
+measured greedy and sampled win rate / return (``DIR/snapshots/NNNNNN.safetensors`` + ``.json``),
+and keeps ``DIR/checkpoint.pt`` (atomic) so that re-running the same command resumes.
+Data qualities (``marl.data.qualities``) are then cut from these snapshots.
+
+The networks are small entity networks, so one policy acts on any team size of its family:
+
+* actor: each token kind gets its own MLP embedding; allies and enemies are pooled (masked mean
+  and max) into a context with the own token; the context gives the own-action logits (SMAC: no-op,
+  stop, 4 moves; MPE: 5 moves) and, for SMAC, each enemy token concatenated with the context gives
+  its attack logit. Unavailable actions are masked.
+* critic: one value V(s) per battle from the pooled state tokens (team reward, so one value
+  serves every agent: N times less critic work than per-agent values).
+
+PPO follows the settings that learned on SMAX on this CPU (../shared/research/smax-behaviour.md):
+64 envs x 128 steps, 4 epochs x 4 minibatches, Adam 5e-4, clip 0.2, entropy 0.01, GAE 0.99/0.95,
+grad-norm 0.5, dead agents masked out of the actor loss, time-limit truncation bootstrapped with
+V(final state), rewards scaled by ``reward_scale`` (SMAC's 0..20 -> 0..2).
+Multi-agent MuJoCo (continuous actions) has no behaviour trainer yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import envs
+from envs.core import EnvError
+from marl.entity import EntityObs
+
+
+@dataclass
+class BehaviorConfig:
+    task: str
+    total_env_steps: int = 2_000_000
+    num_envs: int = 64
+    rollout_steps: int = 128
+    epochs: int = 4
+    minibatches: int = 4
+    lr: float = 5e-4
+    clip: float = 0.2
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    reward_scale: float = 0.1
+    hidden: int = 64
+    snapshot_every: int = 10  # updates
+    eval_episodes: int = 128
+    seed: int = 0
+    threads: int = 1
+    env_options: dict | None = None
+
+
+# ---------------------------------------------------------------------------- entity networks
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out), nn.ReLU())
+
+
+def _pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean and max over the token axis (-2): [..., n, d] -> [..., 2d]; zeros if empty."""
+    m = mask[..., None].to(x.dtype)
+    count = m.sum(-2).clamp(min=1.0)
+    mean = (x * m).sum(-2) / count
+    big = torch.finfo(x.dtype).max
+    maxed = x.masked_fill(m == 0, -big).amax(-2) if x.shape[-2] else mean
+    maxed = torch.where(m.sum(-2) > 0, maxed, torch.zeros_like(maxed))
+    return torch.cat([mean, maxed], dim=-1)
+
+
+class EntityActor(nn.Module):
+    """Logits ``[..., n_own_actions + n_enemies * entity_actions]`` from an EntityObs."""
+
+    def __init__(self, f_own: int, f_ally: int, f_enemy: int, n_own_actions: int,
+                 entity_actions: bool, hidden: int):
+        super().__init__()
+        self.own, self.ally, self.enemy = _mlp(f_own, hidden, hidden), _mlp(f_ally, hidden, hidden), \
+            _mlp(f_enemy, hidden, hidden)
+        self.body = _mlp(5 * hidden, hidden, hidden)
+        self.own_head = nn.Linear(hidden, n_own_actions)
+        self.entity_actions = entity_actions
+        if entity_actions:
+            self.target_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        for head in [self.own_head] + ([self.target_head[-1]] if entity_actions else []):
+            nn.init.orthogonal_(head.weight, 0.01)  # near-uniform first policy
+            nn.init.zeros_(head.bias)
+
+    def forward(self, view: EntityObs) -> torch.Tensor:
+        enemy = self.enemy(view.enemies)
+        context = self.body(torch.cat([self.own(view.own), _pool(self.ally(view.allies), view.ally_mask),
+                                       _pool(enemy, view.enemy_mask)], dim=-1))
+        logits = self.own_head(context)
+        if self.entity_actions:
+            pair = torch.cat([enemy, context[..., None, :].expand_as(enemy)], dim=-1)
+            logits = torch.cat([logits, self.target_head(pair)[..., 0]], dim=-1)
+        return logits
+
+
+class EntityCritic(nn.Module):
+    """V(s) from two kinds of state tokens (SMAC: allies, enemies; MPE: agents, landmarks)."""
+
+    def __init__(self, f_a: int, f_b: int, hidden: int):
+        super().__init__()
+        self.a, self.b = _mlp(f_a, hidden, hidden), _mlp(f_b, hidden, hidden)
+        self.head = nn.Sequential(nn.Linear(4 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, a, a_mask, b, b_mask) -> torch.Tensor:
+        pooled = torch.cat([_pool(self.a(a), a_mask), _pool(self.b(b), b_mask)], dim=-1)
+        return self.head(pooled)[..., 0]
+
+
+# ---------------------------------------------------------------------------- family adapters
+class _Smac:
+    def __init__(self, info):
+        from marl.entity import smac as ent
+
+        self.layout, self.ent = info.layout, ent
+        self.n_own_actions, self.entity_actions = 6, True
+        self.dims = (ent.F_OWN, ent.F_ENTITY, ent.F_ENTITY, ent.F_STATE, ent.F_STATE)
+
+    def obs(self, obs: torch.Tensor) -> EntityObs:
+        return self.ent.parse_smac_obs(obs, self.layout)
+
+    def critic_tokens(self, state: torch.Tensor, obs: torch.Tensor):
+        s = self.ent.parse_smac_state(state, self.layout)
+        return s.allies, s.ally_mask, s.enemies, s.enemy_mask
+
+
+class _Mpe:
+    def __init__(self, info):
+        from marl.entity import mpe as ent
+
+        self.layout, self.ent = info.layout, ent
+        self.n_own_actions, self.entity_actions = 5, False
+        self.dims = (ent.OWN_DIM, ent.ENTITY_DIM, ent.ENTITY_DIM, ent.OWN_DIM, ent.ENTITY_DIM)
+
+    def obs(self, obs: torch.Tensor) -> EntityObs:
+        return self.ent.parse_mpe_obs(obs, self.layout)
+
+    def critic_tokens(self, state: torch.Tensor, obs: torch.Tensor):
+        view = self.obs(obs)  # every agent's own token; landmarks made absolute from agent 0
+        landmarks = view.enemies[..., 0, :, :].clone()
+        landmarks[..., :2] += view.own[..., 0, None, 2:4]
+        mask = torch.ones(landmarks.shape[:-1], dtype=torch.bool)
+        return view.own, torch.ones(view.own.shape[:-1], dtype=torch.bool), landmarks, mask
+
+
+FAMILIES = {"smac": _Smac, "mpe": _Mpe}
+
+
+def family_adapter(info):
+    if info.family not in FAMILIES:
+        raise EnvError(f"behaviour policies are trained for families {sorted(FAMILIES)}; "
+                       f"{info.task} is {info.action_type} ({info.family}), not supported yet")
+    return FAMILIES[info.family](info)
+
+
+def make_actor(info, hidden: int) -> EntityActor:
+    fam = family_adapter(info)
+    f_own, f_ally, f_enemy, _, _ = fam.dims
+    return EntityActor(f_own, f_ally, f_enemy, fam.n_own_actions, fam.entity_actions, hidden)
+
+
+def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~avail, torch.finfo(logits.dtype).min)
+
+
+@torch.no_grad()
+def act(actor: EntityActor, fam, obs: np.ndarray, avail: np.ndarray, greedy: bool,
+        generator: torch.Generator | None = None):
+    """Actions [N, A] (and their log-probabilities) for a batch of observations."""
+    logits = masked_logits(actor(fam.obs(torch.from_numpy(obs))), torch.from_numpy(avail))
+    if greedy:
+        actions = logits.argmax(-1)
+    else:
+        actions = torch.multinomial(F.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1,
+                                    generator=generator).reshape(logits.shape[:-1])
+    logp = F.log_softmax(logits, -1).gather(-1, actions[..., None])[..., 0]
+    return actions.numpy(), logp
+
+
+def evaluate(actor: EntityActor, task: str, episodes: int, greedy: bool, seed: int,
+             num_envs: int = 64, env_options: dict | None = None) -> dict:
+    """Win rate (SMAC) and return of ``episodes`` fresh episodes."""
+    env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
+    fam = family_adapter(env.info)
+    gen = torch.Generator().manual_seed(seed)
+    ts, returns, wins = env.reset(), [], []
+    while len(returns) < episodes:
+        actions, _ = act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)
+        ts = env.step(actions)
+        returns += ts.info["episode_return"][ts.done].tolist()
+        if "battle_won" in ts.info:
+            wins += ts.info["battle_won"][ts.done].tolist()
+    out = {"return": float(np.mean(returns[:episodes])), "episodes": episodes}
+    if wins:
+        out["win_rate"] = float(np.mean(wins[:episodes]))
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_snapshot(actor: EntityActor, path: Path, metadata: dict) -> None:
+    """Actor weights as safetensors (no pickle) plus a JSON provenance record, both atomic."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in actor.state_dict().items()}, str(tmp),
+              metadata={"marl": json.dumps(metadata)})
+    os.replace(tmp, path)
+    meta = path.with_suffix(".json")
+    meta_tmp = meta.with_name(meta.name + ".tmp")
+    meta_tmp.write_text(json.dumps(metadata, indent=2))
+    os.replace(meta_tmp, meta)
+
+
+def load_policy(path: str | Path, info) -> EntityActor:
+    """A snapshot as an actor for ``info``'s task (any task of the family it was trained on)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["marl"])
+    actor = make_actor(info, meta["config"]["hidden"])
+    actor.load_state_dict(load_file(str(path)))
+    return actor.eval()
+
+
+def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
+    """Train (or resume) a behaviour policy; returns the last snapshot's metadata."""
+    out = Path(out)
+    (out / "snapshots").mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # tiny early gradients otherwise double the update time
+    env = envs.make(cfg.task, num_envs=cfg.num_envs, seed=cfg.seed, **(cfg.env_options or {}))
+    info, fam = env.info, family_adapter(env.info)
+    actor = make_actor(info, cfg.hidden)
+    critic = EntityCritic(fam.dims[3], fam.dims[4], cfg.hidden)
+    params = list(actor.parameters()) + list(critic.parameters())
+    optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    update, env_steps, snapshot_meta = 0, 0, {}
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["config"]["task"] != cfg.task:
+            raise EnvError(f"{ckpt_path} is a run for {ckpt['config']['task']}, not {cfg.task}")
+        actor.load_state_dict(ckpt["actor"]), critic.load_state_dict(ckpt["critic"])
+        optim.load_state_dict(ckpt["optim"]), gen.set_state(ckpt["generator"])
+        update, env_steps = ckpt["update"], ckpt["env_steps"]
+        log(f"resuming {cfg.task} from update {update} ({env_steps:,} env steps)")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    T, N, A = cfg.rollout_steps, cfg.num_envs, info.n_agents
+    ts = env.reset(seed=cfg.seed + 1000 * update)  # a resumed run starts fresh battles
+    finished: list[tuple[float, bool]] = []
+    start = time.perf_counter()
+    while env_steps < cfg.total_env_steps:
+        buf = {k: [] for k in ("obs", "state", "avail", "actions", "logp", "reward", "done", "truncated",
+                                 "final_obs", "final_state")}
+        for _ in range(T):
+            actions, logp = act(actor, fam, ts.obs, ts.avail_actions, greedy=False, generator=gen)
+            buf["obs"].append(ts.obs), buf["state"].append(ts.state), buf["avail"].append(ts.avail_actions)
+            buf["actions"].append(actions), buf["logp"].append(logp.numpy())
+            ts = env.step(actions)
+            buf["reward"].append(ts.reward * cfg.reward_scale), buf["done"].append(ts.done)
+            buf["truncated"].append(ts.truncated)
+            buf["final_obs"].append(ts.info["final_obs"]), buf["final_state"].append(ts.info["final_state"])
+            if ts.done.any():
+                won = ts.info.get("battle_won", np.zeros(N, bool))
+                finished += list(zip(ts.info["episode_return"][ts.done].tolist(), won[ts.done].tolist()))
+        env_steps += T * N
+        b = {k: torch.from_numpy(np.stack(v)) for k, v in buf.items()}  # [T, N, ...]
+        with torch.no_grad():
+            tokens = fam.critic_tokens(b["state"].flatten(0, 1), b["obs"].flatten(0, 1))
+            values = critic(*tokens).reshape(T, N)
+            last_value = critic(*fam.critic_tokens(torch.from_numpy(ts.state), torch.from_numpy(ts.obs)))
+            # a time limit is not an end: bootstrap from the state the episode was cut at
+            final_values = critic(*fam.critic_tokens(b["final_state"].flatten(0, 1),
+                                                     b["final_obs"].flatten(0, 1))).reshape(T, N)
+            reward = b["reward"] + cfg.gamma * final_values * b["truncated"]
+            adv, gae = torch.zeros(T, N), torch.zeros(N)
+            for t in reversed(range(T)):
+                next_value = last_value if t == T - 1 else values[t + 1]
+                nonterminal = 1.0 - b["done"][t].float()
+                delta = reward[t] + cfg.gamma * next_value * nonterminal - values[t]
+                gae = delta + cfg.gamma * cfg.gae_lambda * nonterminal * gae
+                adv[t] = gae
+            returns = adv + values
+        # flatten time and envs: one sample = one battle step with all its agents
+        obs, state = b["obs"].flatten(0, 1), b["state"].flatten(0, 1)
+        avail, actions, old_logp = b["avail"].flatten(0, 1), b["actions"].flatten(0, 1), b["logp"].flatten(0, 1)
+        adv, returns = adv.flatten(), returns.flatten()
+        alive = avail[..., 1:].any(-1).float()  # only no-op available: dead, nothing to learn
+        stats = []
+        for _ in range(cfg.epochs):
+            order = torch.randperm(T * N, generator=gen)
+            for idx in order.chunk(cfg.minibatches):
+                logits = masked_logits(actor(fam.obs(obs[idx])), avail[idx])
+                logp_all = F.log_softmax(logits, -1)
+                logp = logp_all.gather(-1, actions[idx][..., None])[..., 0]
+                entropy = -(logp_all.exp() * logp_all.clamp(min=-1e8)).sum(-1)
+                a = adv[idx]
+                a = ((a - a.mean()) / (a.std() + 1e-8))[:, None]
+                ratio = (logp - old_logp[idx]).exp()
+                surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+                m = alive[idx]
+                policy_loss = -(surrogate * m).sum() / m.sum().clamp(min=1)
+                entropy_mean = (entropy * m).sum() / m.sum().clamp(min=1)
+                value = critic(*fam.critic_tokens(state[idx], obs[idx]))
+                value_loss = F.mse_loss(value, returns[idx])
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy_mean
+                optim.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optim.step()
+                stats.append((policy_loss.item(), value_loss.item(), entropy_mean.item()))
+        update += 1
+        recent = finished[-500:]
+        p, v, e = np.mean(stats, axis=0)
+        rate = env_steps / max(time.perf_counter() - start, 1e-9)
+        for name, value in (("loss/policy", p), ("loss/value", v), ("policy/entropy", e),
+                            ("rollout/return", np.mean([r for r, _ in recent]) if recent else 0.0),
+                            ("rollout/win_rate", np.mean([w for _, w in recent]) if recent else 0.0),
+                            ("speed/env_steps_per_s", rate)):
+            writer.add_scalar(name, value, env_steps)
+        if update % cfg.snapshot_every == 0 or env_steps >= cfg.total_env_steps:
+            greedy = evaluate(actor, cfg.task, cfg.eval_episodes, True, cfg.seed + 7, env_options=cfg.env_options)
+            sampled = evaluate(actor, cfg.task, cfg.eval_episodes, False, cfg.seed + 7, env_options=cfg.env_options)
+            snapshot_meta = {"task": cfg.task, "update": update, "env_steps": env_steps,
+                             "greedy": greedy, "sampled": sampled, "config": asdict(cfg),
+                             "env_options": info.options}
+            save_snapshot(actor, out / "snapshots" / f"{update:06d}.safetensors", snapshot_meta)
+            for kind, result in (("greedy", greedy), ("sampled", sampled)):
+                for key, value in result.items():
+                    writer.add_scalar(f"eval_{kind}/{key}", value, env_steps)
+            log(f"{cfg.task} update {update} env steps {env_steps:,} ({rate:,.0f}/s) "
+                f"greedy {greedy} sampled {sampled} entropy {e:.3f}")
+            _atomic_torch_save({"config": asdict(cfg), "actor": actor.state_dict(),
+                                "critic": critic.state_dict(), "optim": optim.state_dict(),
+                                "generator": gen.get_state(), "update": update,
+                                "env_steps": env_steps}, ckpt_path)
+        writer.flush()
+    writer.close()
+    return snapshot_meta

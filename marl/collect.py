@@ -1,0 +1,266 @@
+"""Collect offline datasets from behaviour policies, at ODIS's data qualities.
+
+``collect(task, policy, quality, episodes, out)`` runs a policy on the batched environments and
+writes one HDF5 file in the ODIS layout (``marl.data.format``). Episodes are written in shards of
+``shard_episodes`` (each an atomic file in ``<out>.parts/``); re-running an interrupted collection
+keeps the finished shards and collects only the missing ones (shard ``k`` always uses seed
+``seed + k``, so the result does not depend on where it was interrupted), then merges the shards
+into ``out`` with an atomic rename. A file at ``out`` is therefore always complete.
+
+Policies come from a behaviour-policy folder (``datasets/policies/<task>/`` or a
+``marl behavior train`` run): ``poor``, ``medium`` and ``expert`` use one snapshot greedily, as
+ODIS collected its data in test mode; ``medium-replay`` samples (stochastically, like training
+rollouts) from every snapshot up to the medium one in equal shares; ``medium-expert`` joins a
+medium and an expert file half and half. Which snapshot is which is decided in one place,
+:func:`choose_snapshots`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import envs
+from envs.core import EnvError
+from marl.behavior import act, family_adapter, load_policy
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    metadata: dict
+
+    @property
+    def score(self) -> float:
+        """Greedy win rate (SMAC) or greedy return: how good this snapshot is."""
+        greedy = self.metadata["greedy"]
+        return greedy.get("win_rate", greedy["return"])
+
+
+def list_snapshots(folder: str | Path) -> list[Snapshot]:
+    """Snapshots of a behaviour run (``snapshots/*.safetensors``) or of a shipped policy folder
+    (``*.safetensors``), in training order, each with its JSON provenance record."""
+    folder = Path(folder)
+    files = sorted((folder / "snapshots").glob("*.safetensors")) or sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise EnvError(f"no behaviour-policy snapshots (*.safetensors) in {folder}")
+    snaps = []
+    for f in files:
+        meta_path = f.with_suffix(".json")
+        if not meta_path.exists():
+            raise EnvError(f"snapshot {f} has no provenance record {meta_path.name}")
+        snaps.append(Snapshot(f, json.loads(meta_path.read_text())))
+    return sorted(snaps, key=lambda s: s.metadata["env_steps"])
+
+
+def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot], bool]:
+    """The snapshots a quality is collected from, and whether actions are greedy.
+
+    expert: the best snapshot (ties: the latest); medium: the earliest snapshot reaching half of
+    the expert's score (SMAC: the target band is a 40-60 % win rate); poor: the first snapshot;
+    medium-replay: every snapshot up to the medium one, sampled."""
+    from marl.data.qualities import check_quality
+
+    check_quality(quality)
+    best = max(snaps, key=lambda s: (s.score, s.metadata["env_steps"]))
+    medium = next(s for s in snaps if s.score >= best.score / 2)
+    if quality == "expert":
+        return [best], True
+    if quality == "medium":
+        return [medium], True
+    if quality == "poor":
+        return [snaps[0]], True
+    if quality == "medium-replay":
+        return [s for s in snaps if s.metadata["env_steps"] <= medium.metadata["env_steps"]], False
+    raise EnvError(f"quality {quality!r} is not collected from snapshots (medium-expert joins files)")
+
+
+def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, command: str = "") -> dict:
+    """Copy the snapshots the data qualities need from a behaviour run into a policy folder to
+    ship (``datasets/policies/<task>/``): the first (poor), up to ``max_replay`` evenly spaced
+    ones before the medium one (medium-replay), the medium one and the expert one, each with
+    its provenance record, plus ``provenance.json`` (command, seed, steps, measured results).
+    Choosing again on the exported folder picks the same poor, medium and expert snapshots."""
+    snaps = list_snapshots(run)
+    (expert,), _ = choose_snapshots(snaps, "expert")
+    (medium,), _ = choose_snapshots(snaps, "medium")
+    before = [s for s in snaps[1:] if s.metadata["env_steps"] < medium.metadata["env_steps"]]
+    picks = np.linspace(0, len(before) - 1, min(max_replay, len(before))).round().astype(int)
+    keep = {snaps[0].path: "poor", medium.path: "medium", expert.path: "expert"}
+    for i, k in enumerate(sorted(set(picks.tolist()))):
+        keep.setdefault(before[k].path, f"replay_{i + 1}")
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for path, name in keep.items():
+        shutil.copyfile(path, out / f"{name}.safetensors")
+        shutil.copyfile(path.with_suffix(".json"), out / f"{name}.json")
+    config = expert.metadata["config"]
+    by_path = {s.path: s for s in snaps}
+    record = {
+        "task": config["task"], "command": command, "seed": config["seed"],
+        "total_env_steps": snaps[-1].metadata["env_steps"],
+        "snapshots": {name: {k: by_path[p].metadata[k] for k in ("env_steps", "greedy", "sampled")}
+                      for p, name in keep.items()},
+    }
+    (out / "provenance.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+class _EpisodeRecorder:
+    """Writes batched steps into per-copy episode buffers [N, T+1, ...] in ODIS layout and hands
+    out finished episodes; vectorised over copies, no per-agent work."""
+
+    def __init__(self, info, num_envs: int):
+        self.discrete = info.action_type == "discrete"
+        n, t, a = num_envs, info.episode_limit + 1, info.n_agents
+        shapes = {"obs": ((n, t, a, info.obs_dim), np.float32), "state": ((n, t, info.state_dim), np.float32),
+                  "reward": ((n, t, 1), np.float32), "terminated": ((n, t, 1), np.uint8),
+                  "filled": ((n, t, 1), np.int64)}
+        if self.discrete:
+            shapes.update(actions=((n, t, a, 1), np.int64),
+                          actions_onehot=((n, t, a, info.n_actions), np.float32),
+                          avail_actions=((n, t, a, info.n_actions), np.int32))
+        else:
+            shapes["actions"] = ((n, t, a, info.n_actions), np.float32)
+        self.buf = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
+        self.t = np.zeros(n, np.int64)
+        self.rows = np.arange(n)
+        self.n_actions = info.n_actions
+
+    def _write(self, rows, t, obs, state, avail, actions):
+        self.buf["obs"][rows, t], self.buf["state"][rows, t] = obs, state
+        self.buf["filled"][rows, t] = 1
+        if self.discrete:
+            self.buf["avail_actions"][rows, t] = avail
+            self.buf["actions"][rows, t, :, 0] = actions
+            self.buf["actions_onehot"][rows, t] = np.eye(self.n_actions, dtype=np.float32)[actions]
+        else:
+            self.buf["actions"][rows, t] = actions
+
+    def step(self, ts_before, actions, ts_after) -> list[dict[str, np.ndarray]]:
+        """Record one batched transition; return the episodes that ended with it."""
+        self._write(self.rows, self.t, ts_before.obs, ts_before.state, ts_before.avail_actions, actions)
+        self.buf["reward"][self.rows, self.t, 0] = ts_after.reward
+        self.buf["terminated"][self.rows, self.t, 0] = ts_after.terminated
+        self.t += 1
+        done = np.flatnonzero(ts_after.done)
+        if not len(done):
+            return []
+        # the post-terminal step: final vectors and a placeholder action (first available / zeros)
+        info = ts_after.info
+        final_avail = info["final_avail_actions"][done] if self.discrete else None
+        placeholder = (final_avail.argmax(-1) if self.discrete
+                       else np.zeros_like(self.buf["actions"][done, 0]))
+        self._write(done, self.t[done], info["final_obs"][done], info["final_state"][done],
+                    final_avail, placeholder)
+        episodes = [{k: v[i].copy() for k, v in self.buf.items()} for i in done]
+        for v in self.buf.values():
+            v[done] = 0
+        self.t[done] = 0
+        return episodes
+
+
+def run_episodes(task: str, snapshots: list[Snapshot], greedy: bool, episodes: int, seed: int,
+                 num_envs: int = 64, env_options: dict | None = None, progress=None):
+    """``episodes`` finished episodes from the snapshots in equal shares: ODIS-layout arrays
+    [episodes, T+1, ...], per-episode battle_won (None outside SMAC), and the task's EnvInfo."""
+    env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
+    fam = family_adapter(env.info)
+    gen = torch.Generator().manual_seed(seed)
+    shares = np.diff(np.linspace(0, episodes, len(snapshots) + 1).round().astype(int))
+    kept, wins = [], []
+    for snap, share in zip(snapshots, shares):
+        actor = load_policy(snap.path, env.info)
+        recorder = _EpisodeRecorder(env.info, env.num_envs)
+        ts, got = env.reset(seed=seed + len(kept)), 0
+        while got < share:
+            actions, _ = act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)
+            after = env.step(actions)
+            finished = recorder.step(ts, actions, after)
+            done = np.flatnonzero(after.done)
+            for ep, i in zip(finished[: share - got], done):
+                kept.append(ep)
+                if "battle_won" in after.info:
+                    wins.append(bool(after.info["battle_won"][i]))
+            got = min(share, got + len(finished))
+            if progress:
+                progress(len(kept))
+            ts = after
+    arrays = {k: np.stack([ep[k] for ep in kept]) for k in kept[0]}
+    return arrays, (np.array(wins) if wins else None), env.info
+
+
+def _progress(label: str, total: int):
+    def show(done: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show
+
+
+def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str | Path,
+            seed: int = 0, num_envs: int = 64, shard_episodes: int = 250,
+            env_options: dict | None = None, show_progress: bool = True) -> Path:
+    """Collect ``episodes`` episodes of ``quality`` into the HDF5 file ``out`` (resumable)."""
+    from marl.data.format import read_dataset, write_dataset
+
+    out = Path(out)
+    if out.exists():
+        return out
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    if quality == "medium-expert":  # ODIS: medium and expert episodes, half and half
+        halves = [collect(task, policy, q, n, parts / f"{q}.h5", seed + i, num_envs, shard_episodes,
+                          env_options, show_progress)
+                  for i, (q, n) in enumerate((("medium", episodes // 2), ("expert", episodes - episodes // 2)))]
+        datas = [read_dataset(h) for h in halves]
+        arrays = {key: np.concatenate([d.arrays[key] for d in datas]) for key in datas[0].arrays}
+        wins = None if datas[0].wins is None else np.concatenate([d.wins for d in datas])
+        write_dataset(out, arrays, task=task, backend=datas[0].attrs["backend"], quality=quality,
+                      behavior_policy={"id": " + ".join(d.attrs["behavior_policy"]["id"] for d in datas),
+                                       "joined": [d.attrs["behavior_policy"] for d in datas]},
+                      seed=seed, env_options=datas[0].attrs.get("env_options"), battle_won=wins)
+        shutil.rmtree(parts)
+        return out
+    snaps = list_snapshots(policy)
+    chosen, greedy = choose_snapshots(snaps, quality)
+    n_shards = -(-episodes // shard_episodes)
+    provenance = {"id": f"mappo:{Path(policy).name}/" + "+".join(s.path.stem for s in chosen),
+                  "policy_folder": str(policy), "greedy": greedy,
+                  "snapshots": [{"file": s.path.name, "env_steps": s.metadata["env_steps"],
+                                 "greedy": s.metadata["greedy"], "sampled": s.metadata["sampled"]}
+                                for s in chosen]}
+    options = dict(env_options or {})
+    if not options and chosen[0].metadata.get("env_options", {}).get("enemy_attack_mode"):
+        options["enemy_attack_mode"] = chosen[0].metadata["env_options"]["enemy_attack_mode"]
+    show = _progress(f"{task} {quality}", episodes) if show_progress else None
+    for k in range(n_shards):
+        shard = parts / f"shard_{k:05d}.h5"
+        size = min(shard_episodes, episodes - k * shard_episodes)
+        if shard.exists():
+            continue
+        done_before = k * shard_episodes
+        arrays, wins, info = run_episodes(task, chosen, greedy, size, seed + k, num_envs, options,
+                                          (lambda n: show(done_before + n)) if show else None)
+        write_dataset(shard, arrays, task=task, backend=info.backend, quality=quality,
+                      behavior_policy=provenance, seed=seed + k, env_info=info,
+                      env_options=options, battle_won=wins)
+    shards = [read_dataset(parts / f"shard_{k:05d}.h5") for k in range(n_shards)]
+    arrays = {key: np.concatenate([s.arrays[key] for s in shards]) for key in shards[0].arrays}
+    wins = [s.wins for s in shards]
+    write_dataset(out, arrays, task=task, backend=shards[0].attrs["backend"], quality=quality,
+                  behavior_policy=provenance, seed=seed, env_options=options,
+                  battle_won=np.concatenate(wins) if wins[0] is not None else None)
+    shutil.rmtree(parts)
+    return out

@@ -1,0 +1,147 @@
+"""Behaviour policies (MAPPO on the entity view) and dataset collection from their snapshots.
+One tiny real training run on 3m (about 30 s) is shared by the tests of this module."""
+
+import json
+
+import numpy as np
+import pytest
+
+import envs
+from envs.core import random_actions
+from marl import collect as collect_mod
+from marl.behavior import BehaviorConfig, act, family_adapter, load_policy, train
+from marl.collect import choose_snapshots, collect, export_policies, list_snapshots
+from marl.data.format import read_dataset
+
+TINY = dict(total_env_steps=50_000, num_envs=32, rollout_steps=64, minibatches=2,
+            snapshot_every=5, eval_episodes=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("behavior") / "smac_3m"
+    meta = train(BehaviorConfig(task="smac:3m", **TINY), out, log=lambda *a: None)
+    return out, meta
+
+
+def random_win_rate(task, episodes=128):
+    env = envs.make(task, num_envs=64, seed=123)
+    ts, rng, wins = env.reset(), np.random.default_rng(0), []
+    while len(wins) < episodes:
+        ts = env.step(random_actions(ts.avail_actions, rng))
+        wins += ts.info["battle_won"][ts.done].tolist()
+    return float(np.mean(wins))
+
+
+def test_tiny_mappo_run_beats_random_play_on_3m(tiny_run):
+    _, meta = tiny_run
+    random_rate = random_win_rate("smac:3m")
+    assert meta["env_steps"] >= TINY["total_env_steps"]
+    assert meta["greedy"]["win_rate"] >= 0.3, meta
+    assert meta["greedy"]["win_rate"] > random_rate + 0.25, (meta, random_rate)
+
+
+def test_snapshots_are_small_safetensors_with_provenance(tiny_run):
+    out, _ = tiny_run
+    snaps = list_snapshots(out)
+    assert len(snaps) == 5 and [s.metadata["update"] for s in snaps] == [5, 10, 15, 20, 25]
+    for s in snaps:
+        assert s.path.suffix == ".safetensors" and s.path.stat().st_size < 300_000
+        assert s.path.read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+        assert {"greedy", "sampled", "env_steps", "config"} <= set(s.metadata)
+    assert (out / "tb").is_dir() and any((out / "tb").iterdir())
+
+
+def test_one_policy_acts_on_a_larger_map(tiny_run):
+    """The entity network trained on 3m runs unchanged on 5m_vs_6m (5 agents, 6 enemies)."""
+    out, _ = tiny_run
+    env = envs.make("smac:5m_vs_6m", num_envs=4, seed=0)
+    actor = load_policy(list_snapshots(out)[-1].path, env.info)
+    ts = env.reset()
+    for _ in range(5):
+        actions, _ = act(actor, family_adapter(env.info), ts.obs, ts.avail_actions, greedy=True)
+        assert actions.shape == (4, 5)
+        ts = env.step(actions)  # raises EnvError on any unavailable action
+
+
+def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
+    out, meta = tiny_run
+    lines = []
+    more = dict(TINY, total_env_steps=meta["env_steps"] + 2 * 32 * 64)
+    resumed = train(BehaviorConfig(task="smac:3m", **more), out, log=lines.append)
+    assert lines[0].startswith(f"resuming smac:3m from update {meta['update']}")
+    assert resumed["update"] == meta["update"] + 2
+    with pytest.raises(envs.EnvError, match="is a run for smac:3m, not smac:4m"):
+        train(BehaviorConfig(task="smac:4m", **more), out, log=lambda *a: None)
+
+
+def test_snapshot_choice_per_quality(tiny_run):
+    out, _ = tiny_run
+    snaps = list_snapshots(out)
+    (expert,), greedy = choose_snapshots(snaps, "expert")
+    (medium,), _ = choose_snapshots(snaps, "medium")
+    replay, replay_greedy = choose_snapshots(snaps, "medium-replay")
+    assert greedy and not replay_greedy
+    assert expert.score == max(s.score for s in snaps) and medium.score >= expert.score / 2
+    assert replay[0] is snaps[0] and replay[-1] is medium
+    assert choose_snapshots(snaps, "poor")[0] == [snaps[0]]
+    with pytest.raises(ValueError, match="quality"):
+        choose_snapshots(snaps, "excellent")
+
+
+def test_export_keeps_what_the_qualities_need(tiny_run, tmp_path):
+    out, _ = tiny_run
+    shipped = tmp_path / "smac_3m"
+    record = export_policies(out, shipped, command="marl behavior train smac:3m ...")
+    assert {"poor", "medium", "expert"} <= set(record["snapshots"])
+    assert json.loads((shipped / "provenance.json").read_text())["task"] == "smac:3m"
+    for quality in ("expert", "medium", "poor"):
+        a = choose_snapshots(list_snapshots(out), quality)[0][0].metadata["env_steps"]
+        b = choose_snapshots(list_snapshots(shipped), quality)[0][0].metadata["env_steps"]
+        assert a == b, quality
+
+
+def test_collect_writes_odis_layout_and_resumes_identically(tiny_run, tmp_path, monkeypatch):
+    out, _ = tiny_run
+    whole = collect("smac:3m", out, "expert", 24, tmp_path / "a.h5", shard_episodes=10,
+                    num_envs=8, show_progress=False)
+    data = read_dataset(whole)
+    assert data.n_episodes == 24 and data.attrs["quality"] == "expert"
+    assert data.arrays["obs"].shape == (24, 61, 3, 30)
+    lengths = data.lengths
+    # ODIS semantics: the post-terminal step is filled, its reward is 0, nothing after it
+    rows = np.arange(24)
+    assert (data.arrays["filled"][rows, lengths - 1, 0] == 1).all()
+    assert (data.arrays["reward"][rows, lengths - 1, 0] == 0).all()
+    np.testing.assert_allclose(data.returns[data.wins], 20.0, rtol=1e-5)
+
+    # interrupt after the first shard, then re-run: the result is the same file content
+    calls = {"n": 0}
+    real = collect_mod.run_episodes
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collect_mod, "run_episodes", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        collect("smac:3m", out, "expert", 24, tmp_path / "b.h5", shard_episodes=10, num_envs=8,
+                show_progress=False)
+    assert not (tmp_path / "b.h5").exists()
+    assert [p.name for p in (tmp_path / "b.h5.parts").iterdir()] == ["shard_00000.h5"]
+    monkeypatch.setattr(collect_mod, "run_episodes", real)
+    resumed = read_dataset(collect("smac:3m", out, "expert", 24, tmp_path / "b.h5",
+                                   shard_episodes=10, num_envs=8, show_progress=False))
+    for key, value in data.arrays.items():
+        np.testing.assert_array_equal(resumed.arrays[key], value, err_msg=key)
+
+
+def test_medium_expert_is_half_and_half(tiny_run, tmp_path):
+    out, _ = tiny_run
+    data = read_dataset(collect("smac:3m", out, "medium-expert", 12, tmp_path / "me.h5",
+                                num_envs=8, show_progress=False))
+    assert data.n_episodes == 12 and data.attrs["quality"] == "medium-expert"
+    joined = data.attrs["behavior_policy"]["joined"]
+    assert [len(j["snapshots"]) for j in joined] == [1, 1]
