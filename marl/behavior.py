@@ -270,7 +270,7 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"))
-    T, N, A = cfg.rollout_steps, cfg.num_envs, info.n_agents
+    T, N = cfg.rollout_steps, cfg.num_envs
     ts = env.reset(seed=cfg.seed + 1000 * update)  # a resumed run starts fresh battles
     finished: list[tuple[float, bool]] = []
     start = time.perf_counter()
