@@ -42,3 +42,28 @@ def test_missing_starcraft_is_one_clear_error():
     result = run("envs", "check", "smac:3m", "--backend", "sc2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "SC2PATH" in result.stderr and "smacv2" in result.stderr
+
+
+def test_datasets_build_from_shipped_policy_then_inspect(tmp_path, capsys):
+    """The shipped 3m behaviour policy regenerates a dataset; the card verifies it."""
+    taskset = tmp_path / "three-marines.yaml"
+    taskset.write_text("name: three-marines\nfamily: smac\ntrain_tasks: [smac:3m]\n"
+                       "test_tasks: [smac:3m, smac:4m]\nqualities: [medium]\n")
+    out = tmp_path / "data"
+    assert main(["datasets", "build", str(taskset), "--quality", "medium", "--episodes", "16",
+                 "--num-envs", "8", "--out", str(out)]) == 0
+    path = out / "smac_3m" / "medium.h5"
+    assert path.exists() and not (out / "smac_3m" / "medium.h5.parts").exists()
+    capsys.readouterr()
+    assert main(["datasets", "inspect", str(path)]) == 0
+    card = capsys.readouterr().out
+    assert "16" in card and "medium" in card and "smac:3m" in card
+
+
+def test_inspect_missing_or_corrupt_file_is_one_error_line(tmp_path):
+    result = run("datasets", "inspect", str(tmp_path / "nope.h5"))
+    assert result.returncode == 2 and "nope.h5" in result.stderr and "Traceback" not in result.stderr
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    result = run("datasets", "inspect", str(bad))
+    assert result.returncode == 2 and "bad.h5" in result.stderr and "Traceback" not in result.stderr
