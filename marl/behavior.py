@@ -12,6 +12,9 @@ The networks are small entity networks, so one policy acts on any team size of i
   and max) into a context with the own token; the context gives the own-action logits (SMAC: no-op,
   stop, 4 moves; MPE: 5 moves) and, for SMAC, each enemy token concatenated with the context gives
   its attack logit. Unavailable actions are masked.
+* MuJoCo actor: joint tokens and the root vector are embedded and pooled into a context; each
+  controlled-joint token with the context gives the mean of a Gaussian for its joint (one
+  learned log-std per policy), so any partition of a robot maps onto the same network.
 * critic: one value V(s) per battle from the pooled state tokens (team reward, so one value
   serves every agent: N times less critic work than per-agent values).
 
@@ -19,7 +22,6 @@ PPO follows the settings that learned on SMAX on this CPU (../shared/research/sm
 64 envs x 128 steps, 4 epochs x 4 minibatches, Adam 5e-4, clip 0.2, entropy 0.01, GAE 0.99/0.95,
 grad-norm 0.5, dead agents masked out of the actor loss, time-limit truncation bootstrapped with
 V(final state), rewards scaled by ``reward_scale`` (SMAC's 0..20 -> 0..2).
-Multi-agent MuJoCo (continuous actions) has no behaviour trainer yet.
 """
 
 from __future__ import annotations
@@ -108,6 +110,27 @@ class EntityActor(nn.Module):
         return logits
 
 
+class JointActor(nn.Module):
+    """Per-joint Gaussian means ``[..., n_agents, n_actions]`` from MuJoCo joint tokens."""
+
+    def __init__(self, f_joint: int, f_root: int, hidden: int):
+        super().__init__()
+        self.joint, self.root = _mlp(f_joint, hidden, hidden), _mlp(f_root, hidden, hidden)
+        self.body = _mlp(3 * hidden, hidden, hidden)
+        self.mean = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.orthogonal_(self.mean[-1].weight, 0.01)
+        nn.init.zeros_(self.mean[-1].bias)
+        self.log_std = nn.Parameter(torch.full((), -0.5))
+
+    def forward(self, view) -> torch.Tensor:
+        from marl.entity.mamujoco import tokens_to_actions
+
+        joints = self.joint(view.joints)
+        context = self.body(torch.cat([self.root(view.root), _pool(joints, view.joint_mask)], -1))
+        pair = torch.cat([joints, context[..., None, :].expand_as(joints)], dim=-1)
+        return tokens_to_actions(self.mean(pair)[..., 0], view)
+
+
 class EntityCritic(nn.Module):
     """V(s) from two kinds of state tokens (SMAC: allies, enemies; MPE: agents, landmarks)."""
 
@@ -157,41 +180,100 @@ class _Mpe:
         return view.own, torch.ones(view.own.shape[:-1], dtype=torch.bool), landmarks, mask
 
 
-FAMILIES = {"smac": _Smac, "mpe": _Mpe}
+class _Mujoco:
+    def __init__(self, info):
+        from marl.entity import mamujoco as ent
+
+        self.layout, self.ent = info.layout, ent
+        self.dims = (ent.JOINT_DIM, ent.ROOT_DIM, None, ent.JOINT_DIM, ent.ROOT_DIM)
+
+    def obs(self, obs: torch.Tensor):
+        return self.ent.parse_mujoco_obs(obs, self.layout)
+
+    def critic_tokens(self, state: torch.Tensor, obs: torch.Tensor):
+        view = self.obs(obs)  # every agent's joint tokens and root vectors
+        joints = view.joints.flatten(-3, -2)
+        return joints, view.joint_mask.flatten(-2), view.root, torch.ones(view.root.shape[:-1], dtype=torch.bool)
+
+
+FAMILIES = {"smac": _Smac, "mpe": _Mpe, "mamujoco": _Mujoco}
 
 
 def family_adapter(info):
     if info.family not in FAMILIES:
-        raise EnvError(f"behaviour policies are trained for families {sorted(FAMILIES)}; "
-                       f"{info.task} is {info.action_type} ({info.family}), not supported yet")
+        raise EnvError(f"behaviour policies are trained for families {sorted(FAMILIES)}, "
+                       f"not {info.family!r} ({info.task})")
     return FAMILIES[info.family](info)
 
 
-def make_actor(info, hidden: int) -> EntityActor:
+def make_actor(info, hidden: int) -> nn.Module:
     fam = family_adapter(info)
+    if info.action_type == "continuous":
+        return JointActor(fam.dims[0], fam.dims[1], hidden)
     f_own, f_ally, f_enemy, _, _ = fam.dims
     return EntityActor(f_own, f_ally, f_enemy, fam.n_own_actions, fam.entity_actions, hidden)
 
 
-def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
-    return logits.masked_fill(~avail, torch.finfo(logits.dtype).min)
+class Categorical:
+    """Per-agent discrete actions from logits with unavailable actions masked."""
+
+    def __init__(self, logits: torch.Tensor, avail: torch.Tensor):
+        self.logp = F.log_softmax(logits.masked_fill(~avail, torch.finfo(logits.dtype).min), -1)
+
+    def sample(self, generator=None) -> torch.Tensor:
+        probs = self.logp.exp().reshape(-1, self.logp.shape[-1])
+        return torch.multinomial(probs, 1, generator=generator).reshape(self.logp.shape[:-1])
+
+    def mode(self) -> torch.Tensor:
+        return self.logp.argmax(-1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.logp.gather(-1, actions[..., None])[..., 0]
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.logp.exp() * self.logp.clamp(min=-1e8)).sum(-1)
+
+
+class Gaussian:
+    """Per-agent continuous actions: independent Gaussians over the agent's real action entries
+    (``mask``); log-probabilities and entropies are summed over them."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor):
+        self.dist = torch.distributions.Normal(mean, log_std.exp().expand_as(mean))
+        self.mask = mask.to(mean.dtype)
+
+    def sample(self, generator=None) -> torch.Tensor:
+        noise = torch.randn(self.dist.loc.shape, generator=generator)
+        return (self.dist.loc + self.dist.scale * noise) * self.mask
+
+    def mode(self) -> torch.Tensor:
+        return self.dist.loc * self.mask
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return (self.dist.log_prob(actions) * self.mask).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (self.dist.entropy() * self.mask).sum(-1)
+
+
+def policy(actor: nn.Module, fam, obs: torch.Tensor, avail: torch.Tensor | None):
+    """The action distribution of every agent for observations ``[..., n_agents, obs_dim]``."""
+    view = fam.obs(obs)
+    if isinstance(actor, JointActor):
+        return Gaussian(actor(view), actor.log_std, view.action_mask)
+    return Categorical(actor(view), avail)
 
 
 @torch.no_grad()
-def act(actor: EntityActor, fam, obs: np.ndarray, avail: np.ndarray, greedy: bool,
+def act(actor: nn.Module, fam, obs: np.ndarray, avail: np.ndarray | None, greedy: bool,
         generator: torch.Generator | None = None):
-    """Actions [N, A] (and their log-probabilities) for a batch of observations."""
-    logits = masked_logits(actor(fam.obs(torch.from_numpy(obs))), torch.from_numpy(avail))
-    if greedy:
-        actions = logits.argmax(-1)
-    else:
-        actions = torch.multinomial(F.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1,
-                                    generator=generator).reshape(logits.shape[:-1])
-    logp = F.log_softmax(logits, -1).gather(-1, actions[..., None])[..., 0]
-    return actions.numpy(), logp
+    """Actions (numpy, what ``env.step`` takes) and their log-probabilities per agent."""
+    dist = policy(actor, fam, torch.from_numpy(obs), None if avail is None else torch.from_numpy(avail))
+    actions = dist.mode() if greedy else dist.sample(generator)
+    return actions.numpy(), dist.log_prob(actions)
 
 
-def evaluate(actor: EntityActor, task: str, episodes: int, greedy: bool, seed: int,
+def evaluate(actor: nn.Module, task: str, episodes: int, greedy: bool, seed: int,
              num_envs: int = 64, env_options: dict | None = None) -> dict:
     """Win rate (SMAC) and return of ``episodes`` fresh episodes."""
     env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
@@ -217,7 +299,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_snapshot(actor: EntityActor, path: Path, metadata: dict) -> None:
+def save_snapshot(actor: nn.Module, path: Path, metadata: dict) -> None:
     """Actor weights as safetensors (no pickle) plus a JSON provenance record, both atomic."""
     from safetensors.torch import save_file
 
@@ -231,7 +313,7 @@ def save_snapshot(actor: EntityActor, path: Path, metadata: dict) -> None:
     os.replace(meta_tmp, meta)
 
 
-def load_policy(path: str | Path, info) -> EntityActor:
+def load_policy(path: str | Path, info) -> nn.Module:
     """A snapshot as an actor for ``info``'s task (any task of the family it was trained on)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -271,15 +353,18 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
 
     writer = SummaryWriter(str(out / "tb"))
     T, N = cfg.rollout_steps, cfg.num_envs
+    discrete = info.action_type == "discrete"
     ts = env.reset(seed=cfg.seed + 1000 * update)  # a resumed run starts fresh battles
     finished: list[tuple[float, bool]] = []
     start = time.perf_counter()
     while env_steps < cfg.total_env_steps:
-        buf = {k: [] for k in ("obs", "state", "avail", "actions", "logp", "reward", "done", "truncated",
-                                 "final_obs", "final_state")}
+        buf = {k: [] for k in ("obs", "state", "actions", "logp", "reward", "done", "truncated",
+                                 "final_obs", "final_state") + (("avail",) if discrete else ())}
         for _ in range(T):
             actions, logp = act(actor, fam, ts.obs, ts.avail_actions, greedy=False, generator=gen)
-            buf["obs"].append(ts.obs), buf["state"].append(ts.state), buf["avail"].append(ts.avail_actions)
+            buf["obs"].append(ts.obs), buf["state"].append(ts.state)
+            if discrete:
+                buf["avail"].append(ts.avail_actions)
             buf["actions"].append(actions), buf["logp"].append(logp.numpy())
             ts = env.step(actions)
             buf["reward"].append(ts.reward * cfg.reward_scale), buf["done"].append(ts.done)
@@ -308,17 +393,17 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
             returns = adv + values
         # flatten time and envs: one sample = one battle step with all its agents
         obs, state = b["obs"].flatten(0, 1), b["state"].flatten(0, 1)
-        avail, actions, old_logp = b["avail"].flatten(0, 1), b["actions"].flatten(0, 1), b["logp"].flatten(0, 1)
+        actions, old_logp = b["actions"].flatten(0, 1), b["logp"].flatten(0, 1)
+        avail = b["avail"].flatten(0, 1) if discrete else None
         adv, returns = adv.flatten(), returns.flatten()
-        alive = avail[..., 1:].any(-1).float()  # only no-op available: dead, nothing to learn
+        # an agent with only no-op available is dead: nothing to learn from its steps
+        alive = avail[..., 1:].any(-1).float() if discrete else torch.ones(old_logp.shape)
         stats = []
         for _ in range(cfg.epochs):
             order = torch.randperm(T * N, generator=gen)
             for idx in order.chunk(cfg.minibatches):
-                logits = masked_logits(actor(fam.obs(obs[idx])), avail[idx])
-                logp_all = F.log_softmax(logits, -1)
-                logp = logp_all.gather(-1, actions[idx][..., None])[..., 0]
-                entropy = -(logp_all.exp() * logp_all.clamp(min=-1e8)).sum(-1)
+                dist = policy(actor, fam, obs[idx], avail[idx] if discrete else None)
+                logp, entropy = dist.log_prob(actions[idx]), dist.entropy()
                 a = adv[idx]
                 a = ((a - a.mean()) / (a.std() + 1e-8))[:, None]
                 ratio = (logp - old_logp[idx]).exp()

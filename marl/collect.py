@@ -62,14 +62,16 @@ def list_snapshots(folder: str | Path) -> list[Snapshot]:
 def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot], bool]:
     """The snapshots a quality is collected from, and whether actions are greedy.
 
-    expert: the best snapshot (ties: the latest); medium: the earliest snapshot reaching half of
-    the expert's score (SMAC: the target band is a 40-60 % win rate); poor: the first snapshot;
-    medium-replay: every snapshot up to the medium one, sampled."""
+    expert: the best snapshot (ties: the latest); medium: the earliest snapshot halfway from the
+    first snapshot's score to the expert's (SMAC: about half the expert win rate, the target band
+    being 40-60 %; returns may be negative, so "half of the expert" is measured from the start);
+    poor: the first snapshot; medium-replay: every snapshot up to the medium one, sampled."""
     from marl.data.qualities import check_quality
 
     check_quality(quality)
     best = max(snaps, key=lambda s: (s.score, s.metadata["env_steps"]))
-    medium = next(s for s in snaps if s.score >= best.score / 2)
+    halfway = snaps[0].score + (best.score - snaps[0].score) / 2
+    medium = next(s for s in snaps if s.score >= halfway)
     if quality == "expert":
         return [best], True
     if quality == "medium":
