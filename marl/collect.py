@@ -170,6 +170,26 @@ class _EpisodeRecorder:
         return episodes
 
 
+def record_episodes(env, choose_actions, episodes: int, seed: int | None = None):
+    """Reset ``env`` (with ``seed``) and step it with ``choose_actions(timestep) -> actions``
+    until ``episodes`` episodes have finished; return them as ODIS-layout arrays
+    [episodes, T+1, ...] and their battle_won (None outside SMAC). Episodes still running at
+    the end are dropped."""
+    recorder = _EpisodeRecorder(env.info, env.num_envs)
+    kept, wins = [], []
+    ts = env.reset(seed)
+    while len(kept) < episodes:
+        actions = choose_actions(ts)
+        after = env.step(actions)
+        finished = recorder.step(ts, actions, after)[: episodes - len(kept)]
+        kept += finished
+        if "battle_won" in after.info:
+            wins += after.info["battle_won"][np.flatnonzero(after.done)][: len(finished)].tolist()
+        ts = after
+    arrays = {k: np.stack([ep[k] for ep in kept]) for k in kept[0]}
+    return arrays, (np.array(wins) if wins else None)
+
+
 def run_episodes(task: str, snapshots: list[Snapshot], greedy: bool, episodes: int, seed: int,
                  num_envs: int = 64, env_options: dict | None = None, progress=None):
     """``episodes`` finished episodes from the snapshots in equal shares: ODIS-layout arrays
@@ -178,26 +198,23 @@ def run_episodes(task: str, snapshots: list[Snapshot], greedy: bool, episodes: i
     fam = family_adapter(env.info)
     gen = torch.Generator().manual_seed(seed)
     shares = np.diff(np.linspace(0, episodes, len(snapshots) + 1).round().astype(int))
-    kept, wins = [], []
-    for snap, share in zip(snapshots, shares):
+    parts, wins, done = [], [], 0
+    for i, (snap, share) in enumerate(zip(snapshots, shares)):
+        if share == 0:  # more snapshots than episodes
+            continue
         actor = load_policy(snap.path, env.info)
-        recorder = _EpisodeRecorder(env.info, env.num_envs)
-        ts, got = env.reset(seed=seed + len(kept)), 0
-        while got < share:
-            actions, _ = act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)
-            after = env.step(actions)
-            finished = recorder.step(ts, actions, after)
-            done = np.flatnonzero(after.done)
-            for ep, i in zip(finished[: share - got], done):
-                kept.append(ep)
-                if "battle_won" in after.info:
-                    wins.append(bool(after.info["battle_won"][i]))
-            got = min(share, got + len(finished))
-            if progress:
-                progress(len(kept))
-            ts = after
-    arrays = {k: np.stack([ep[k] for ep in kept]) for k in kept[0]}
-    return arrays, (np.array(wins) if wins else None), env.info
+
+        def choose(ts):
+            return act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)[0]
+
+        arrays, won = record_episodes(env, choose, share, seed=seed + i)
+        parts.append(arrays)
+        wins.append(won)
+        done += share
+        if progress:
+            progress(done)
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return arrays, (None if wins[0] is None else np.concatenate(wins)), env.info
 
 
 def _progress(label: str, total: int):

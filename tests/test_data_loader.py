@@ -22,6 +22,7 @@ from marl.data.loader import (
     dataset_path,
     quality_paths,
 )
+from marl.collect import record_episodes
 from marl.entity.smac import parse_smac_obs, parse_smac_state
 
 N_EPISODES = 12
@@ -31,64 +32,18 @@ def record_random(task: str, episodes: int, seed: int, num_envs: int = 4, **opti
     """``episodes`` finished random-action episodes of ``task`` in the ODIS layout, the wins
     (SMAC; else None) and the EnvInfo."""
     env = envs.make(task, num_envs=num_envs, seed=seed, **options)
-    info = env.info
-    discrete = info.action_type == "discrete"
-    n, t_len, a, n_act = num_envs, info.episode_limit + 1, info.n_agents, info.n_actions
-    buf = {
-        "obs": np.zeros((n, t_len, a, info.obs_dim), np.float32),
-        "state": np.zeros((n, t_len, info.state_dim), np.float32),
-        "reward": np.zeros((n, t_len, 1), np.float32),
-        "terminated": np.zeros((n, t_len, 1), np.uint8),
-        "filled": np.zeros((n, t_len, 1), np.int64),
-    }
-    if discrete:
-        buf.update(actions=np.zeros((n, t_len, a, 1), np.int64),
-                   actions_onehot=np.zeros((n, t_len, a, n_act), np.float32),
-                   avail_actions=np.zeros((n, t_len, a, n_act), np.int32))
+    info, rng = env.info, np.random.default_rng(seed)
+    if info.action_type == "discrete":
+        def choose(ts):
+            return random_actions(ts.avail_actions, rng)
     else:
-        buf["actions"] = np.zeros((n, t_len, a, n_act), np.float32)
-        act_mask = np.arange(n_act)[None, :] < np.array(info.layout.act_dims)[:, None]
-    eye = np.eye(n_act, dtype=np.float32)
+        act_mask = np.arange(info.n_actions)[None, :] < np.array(info.layout.act_dims)[:, None]
 
-    def write(rows, t, obs, state, avail, actions):
-        buf["obs"][rows, t], buf["state"][rows, t], buf["filled"][rows, t] = obs, state, 1
-        if discrete:
-            buf["avail_actions"][rows, t] = avail
-            buf["actions"][rows, t, :, 0], buf["actions_onehot"][rows, t] = actions, eye[actions]
-        else:
-            buf["actions"][rows, t] = actions
-
-    rng = np.random.default_rng(seed)
-    rows, step = np.arange(n), np.zeros(n, np.int64)
-    kept, wins = [], []
-    ts = env.reset()
-    while len(kept) < episodes:
-        if discrete:
-            actions = random_actions(ts.avail_actions, rng)
-        else:
-            actions = (rng.uniform(-1, 1, (n, a, n_act)) * act_mask).astype(np.float32)
-        after = env.step(actions)
-        write(rows, step, ts.obs, ts.state, ts.avail_actions, actions)
-        buf["reward"][rows, step, 0] = after.reward
-        buf["terminated"][rows, step, 0] = after.terminated
-        step += 1
-        done = np.flatnonzero(after.done)
-        if len(done):
-            fin = after.info
-            avail = fin["final_avail_actions"][done] if discrete else None
-            write(done, step[done], fin["final_obs"][done], fin["final_state"][done], avail,
-                  avail.argmax(-1) if discrete else np.zeros((len(done), a, n_act), np.float32))
-            for i in done:
-                kept.append({k: v[i].copy() for k, v in buf.items()})
-                if "battle_won" in fin:
-                    wins.append(bool(fin["battle_won"][i]))
-                for v in buf.values():
-                    v[i] = 0
-            step[done] = 0
-        ts = after
+        def choose(ts):
+            return (rng.uniform(-1, 1, (num_envs, info.n_agents, info.n_actions)) * act_mask).astype(np.float32)
+    arrays, wins = record_episodes(env, choose, episodes)
     env.close()
-    arrays = {k: np.stack([ep[k] for ep in kept[:episodes]]) for k in kept[0]}
-    return arrays, (np.array(wins[:episodes]) if wins else None), info
+    return arrays, wins, info
 
 
 def write_random(path: Path, task: str, episodes: int = N_EPISODES, seed: int = 0,

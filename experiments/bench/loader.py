@@ -48,55 +48,13 @@ def record_random(task: str, episodes: int, seed: int = 0, num_envs: int = 64):
     """``episodes`` random-action episodes in the ODIS layout (vectorised over copies), wins."""
     import envs
     from envs.core import random_actions
+    from marl.collect import record_episodes
 
     env = envs.make(task, num_envs=num_envs, seed=seed)
-    info = env.info
-    n, t_len, a, n_act = num_envs, info.episode_limit + 1, info.n_agents, info.n_actions
-    out = {
-        "obs": np.zeros((episodes, t_len, a, info.obs_dim), np.float32),
-        "state": np.zeros((episodes, t_len, info.state_dim), np.float32),
-        "actions": np.zeros((episodes, t_len, a, 1), np.int64),
-        "avail_actions": np.zeros((episodes, t_len, a, n_act), np.int32),
-        "reward": np.zeros((episodes, t_len, 1), np.float32),
-        "terminated": np.zeros((episodes, t_len, 1), np.uint8),
-        "filled": np.zeros((episodes, t_len, 1), np.int64),
-    }
-    buf = {k: np.zeros((n, *v.shape[1:]), v.dtype) for k, v in out.items()}
-    wins = np.zeros(episodes, bool)
-
-    def write(rows, t, obs, state, avail, actions):
-        buf["obs"][rows, t], buf["state"][rows, t] = obs, state
-        buf["avail_actions"][rows, t], buf["filled"][rows, t] = avail, 1
-        buf["actions"][rows, t, :, 0] = actions
-
     rng = np.random.default_rng(seed)
-    rows, step, got = np.arange(n), np.zeros(n, np.int64), 0
-    ts = env.reset()
-    while got < episodes:
-        actions = random_actions(ts.avail_actions, rng)
-        after = env.step(actions)
-        write(rows, step, ts.obs, ts.state, ts.avail_actions, actions)
-        buf["reward"][rows, step, 0] = after.reward
-        buf["terminated"][rows, step, 0] = after.terminated
-        step += 1
-        finished = np.flatnonzero(after.done)
-        if len(finished):
-            done = finished[: episodes - got]  # the last round may finish more than needed
-            fin = after.info
-            avail = fin["final_avail_actions"][done]
-            write(done, step[done], fin["final_obs"][done], fin["final_state"][done], avail,
-                  avail.argmax(-1))
-            for k, v in buf.items():
-                out[k][got:got + len(done)] = v[done]
-                v[finished] = 0
-            wins[got:got + len(done)] = fin["battle_won"][done]
-            got += len(done)
-            step[finished] = 0
-        ts = after
+    arrays, wins = record_episodes(env, lambda ts: random_actions(ts.avail_actions, rng), episodes)
     env.close()
-    onehot = np.eye(n_act, dtype=np.float32)[out["actions"][..., 0]]
-    out["actions_onehot"] = onehot * out["filled"][..., None].astype(np.float32)
-    return out, wins, info
+    return arrays, wins, env.info
 
 
 def rate(fn, seconds: float = 3.0) -> float:
