@@ -122,13 +122,20 @@ def _collect(args: argparse.Namespace) -> None:
 def _datasets_build(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from envs import EnvError
     from envs.tasksets import load_taskset
     from marl.collect import collect
     from marl.data.loader import dataset_path
 
     taskset = load_taskset(args.taskset)
-    for task in taskset.train_tasks:
-        policy = Path(args.policies) / task.replace(":", "_")
+    policies = {task: Path(args.policies) / task.replace(":", "_") for task in taskset.train_tasks}
+    missing = [task for task, folder in policies.items() if not any(folder.glob("*.safetensors"))]
+    if missing:  # check every task before spending minutes on the first ones
+        raise EnvError(
+            f"no behaviour policy for {missing} in {args.policies}; train and export one with "
+            f"`marl behavior train TASK --out runs/behavior/NAME` then "
+            f"`marl behavior export runs/behavior/NAME --out {args.policies}/NAME`")
+    for task, policy in policies.items():
         out = collect(task, policy, args.quality, args.episodes, dataset_path(args.out, task, args.quality),
                       seed=args.seed, num_envs=args.num_envs, env_options=taskset.env_options)
         print(f"wrote {out}", flush=True)

@@ -67,3 +67,11 @@ def test_inspect_missing_or_corrupt_file_is_one_error_line(tmp_path):
     bad.write_bytes(b"not an hdf5 file")
     result = run("datasets", "inspect", str(bad))
     assert result.returncode == 2 and "bad.h5" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_datasets_build_names_every_missing_policy_before_collecting(tmp_path):
+    result = run("datasets", "build", "marine-hard", "--quality", "expert", "--policies",
+                 str(tmp_path), "--out", str(tmp_path / "data"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "['smac:3m', 'smac:5m_vs_6m', 'smac:9m_vs_10m']" in result.stderr
+    assert not (tmp_path / "data").exists()
