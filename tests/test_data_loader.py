@@ -3,6 +3,7 @@ subsets, reproducibility, validation and memory accounting."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,17 @@ from marl.entity.smac import parse_smac_obs, parse_smac_state
 
 N_EPISODES = 12
 
+
+
+@contextlib.contextmanager
+def copy_h5(src_path, dst_path):
+    """Copy an HDF5 file's datasets and attributes, then yield the copy open for editing."""
+    with h5py.File(src_path, "r") as src, h5py.File(dst_path, "w") as dst:
+        for k in src:
+            dst.create_dataset(k, data=src[k][()])
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        yield dst
 
 def record_random(task: str, episodes: int, seed: int, num_envs: int = 4, **options):
     """``episodes`` finished random-action episodes of ``task`` in the ODIS layout, the wins
@@ -299,11 +311,7 @@ def test_wrong_family_or_layout_raises(tmp_path, data_dir, recorded):
         MultiTaskDataset({"smac:3m": [f3, f5]})
     # a file of another family
     mpe = tmp_path / "spread.h5"
-    with h5py.File(f3, "r") as src, h5py.File(mpe, "w") as dst:
-        for k in src:
-            dst.create_dataset(k, data=src[k][()])
-        for k, v in src.attrs.items():
-            dst.attrs[k] = v
+    with copy_h5(f3, mpe) as dst:
         dst.attrs["task"], dst.attrs["family"] = "mpe:spread-3", "mpe"
     with pytest.raises(DatasetError, match="family 'mpe'"):
         MultiTaskDataset({"smac:3m": [f3, mpe]})
@@ -312,12 +320,8 @@ def test_wrong_family_or_layout_raises(tmp_path, data_dir, recorded):
         MultiTaskDataset({"smac:3m": [f3], "mpe:spread-3": [mpe]})
     # a file whose layout attribute does not match its task
     bad = tmp_path / "bad_layout.h5"
-    with h5py.File(f3, "r") as src, h5py.File(bad, "w") as dst:
-        for k in src:
-            dst.create_dataset(k, data=src[k][()])
-        for k, v in src.attrs.items():
-            dst.attrs[k] = v
-        layout = json.loads(src.attrs["layout"])
+    with copy_h5(f3, bad) as dst:
+        layout = json.loads(dst.attrs["layout"])
         layout["n_agents"] = 4
         dst.attrs["layout"] = json.dumps(layout)
     with pytest.raises(DatasetError, match="n_agents"):
