@@ -11,6 +11,9 @@
     marl datasets build TASKSET --quality Q [--episodes N] [--policies DIR] [--out DIR]
                                            datasets of every training task of a task set
     marl datasets inspect PATH             the dataset card (statistics, histogram, checksum)
+    marl train --config YAML [key=value ...] [--out RUN_DIR] | --resume RUN_DIR
+                                           offline training (HiSSD), checkpoints, TensorBoard
+    marl quickstart [--out DIR]            data -> HiSSD -> zero-shot table and skill figure
 
 User mistakes (a bad task name, backend or option) end with one ``marl: error: ...`` line and
 exit status 2, never a traceback from the simulator underneath.
@@ -24,6 +27,8 @@ import sys
 import time
 
 import numpy as np
+
+from marl import SHIPPED_POLICIES
 
 
 def _envs_list(args: argparse.Namespace) -> None:
@@ -120,25 +125,25 @@ def _collect(args: argparse.Namespace) -> None:
 
 
 def _datasets_build(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from marl.collect import build_taskset
 
-    from envs import EnvError
-    from envs.tasksets import load_taskset
-    from marl.collect import collect
-    from marl.data.loader import dataset_path
+    build_taskset(args.taskset, args.quality, args.episodes, args.policies, args.out,
+                  seed=args.seed, num_envs=args.num_envs,
+                  log=lambda line: print(line, flush=True))
 
-    taskset = load_taskset(args.taskset)
-    policies = {task: Path(args.policies) / task.replace(":", "_") for task in taskset.train_tasks}
-    missing = [task for task, folder in policies.items() if not any(folder.glob("*.safetensors"))]
-    if missing:  # check every task before spending minutes on the first ones
-        raise EnvError(
-            f"no behaviour policy for {missing} in {args.policies}; train and export one with "
-            f"`marl behavior train TASK --out runs/behavior/NAME` then "
-            f"`marl behavior export runs/behavior/NAME --out {args.policies}/NAME`")
-    for task, policy in policies.items():
-        out = collect(task, policy, args.quality, args.episodes, dataset_path(args.out, task, args.quality),
-                      seed=args.seed, num_envs=args.num_envs, env_options=taskset.env_options)
-        print(f"wrote {out}", flush=True)
+
+def _train(args: argparse.Namespace) -> int:
+    from marl.train import run_from_args
+
+    return run_from_args(args)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from marl.quickstart import quickstart
+
+    quickstart(args.out, episodes=args.episodes, updates=args.updates,
+               eval_episodes=args.eval_episodes)
+    return 0
 
 
 def _datasets_inspect(args: argparse.Namespace) -> None:
@@ -198,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("taskset", help="e.g. marine-hard, or a task-set YAML path")
     build.add_argument("--quality", required=True)
     build.add_argument("--episodes", type=int, default=2000)
-    build.add_argument("--policies", default="datasets/policies", help="folder of shipped policies")
+    build.add_argument("--policies", default=str(SHIPPED_POLICIES), help="folder of shipped policies")
     build.add_argument("--out", default="datasets/data", help="dataset root (git-ignored)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--num-envs", type=int, default=64)
@@ -207,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--task", default=None, help="task of an ODIS file whose path does not tell")
     inspect.set_defaults(func=_datasets_inspect)
+
+    from marl.train import add_arguments
+
+    train = groups.add_parser("train", help="offline training (HiSSD, ...) from a YAML config")
+    add_arguments(train)
+    train.set_defaults(func=_train)
+    quick = groups.add_parser("quickstart", help="build data, train HiSSD, evaluate zero-shot, "
+                                                 "plot skills: the whole pipeline in minutes")
+    quick.add_argument("--out", default="runs/quickstart")
+    quick.add_argument("--episodes", type=int, default=None, help="episodes per training map")
+    quick.add_argument("--updates", type=int, default=None, help="training updates")
+    quick.add_argument("--eval-episodes", type=int, default=32)
+    quick.set_defaults(func=_quickstart)
     return parser
 
 
@@ -217,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (EnvError, DatasetError) as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 
 import envs
 from envs.core import EnvError
+from marl import SHIPPED_POLICIES
 from marl.behavior import act, family_adapter, load_policy
 
 
@@ -283,3 +284,29 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
                   battle_won=np.concatenate(wins) if wins[0] is not None else None)
     shutil.rmtree(parts)
     return out
+
+
+def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Path = SHIPPED_POLICIES,
+                  out: str | Path = "datasets/data", seed: int = 0, num_envs: int = 64,
+                  log=print) -> list[Path]:
+    """Datasets of every training task of a task set from the behaviour policies in
+    ``policies/<task>/`` (``dataset_path(out, task, quality)``), with the task set's env
+    options. Every policy folder is checked before the first collection starts."""
+    from envs.tasksets import load_taskset
+    from marl.data.loader import dataset_path
+
+    ts = load_taskset(taskset)
+    folders = {task: Path(policies) / task.replace(":", "_") for task in ts.train_tasks}
+    missing = [task for task, folder in folders.items() if not any(folder.glob("*.safetensors"))]
+    if missing:
+        raise EnvError(
+            f"no behaviour policy for {missing} in {policies}; train and export one with "
+            f"`marl behavior train TASK --out runs/behavior/NAME` then "
+            f"`marl behavior export runs/behavior/NAME --out {policies}/NAME`")
+    written = []
+    for task, folder in folders.items():
+        path = collect(task, folder, quality, episodes, dataset_path(out, task, quality),
+                       seed=seed, num_envs=num_envs, env_options=ts.env_options)
+        log(f"wrote {path}")
+        written.append(path)
+    return written

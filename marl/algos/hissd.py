@@ -1,0 +1,316 @@
+"""HiSSD: Hierarchical and Separate Skill Discovery (Liu et al., ICLR 2025), on the entity view.
+
+Reads top to bottom: config, networks, acting (decentralised: each agent's own observation),
+then the losses of one update. Deviations from the released code, and why, are in
+``docs/hissd.md``.
+
+Networks (each an entity transformer over one agent's observation tokens, ``marl.nets``):
+
+* **planner** -> **common skills**: one skill token per observation token (own, allies,
+  enemies), shared team knowledge. Trained by the decoder's action loss and by **forward
+  prediction**: a predictor that sees the global state tokens at t and every agent's common
+  skill predicts the state tokens at t+1. The prediction loss of each transition is weighted by
+  ``exp(td_weight * A_t)`` (clipped, normalised to mean 1 over the batch), where ``A_t`` is the
+  offline advantage of the transition under the mixed value below: transitions that did better
+  than expected shape the common skills more.
+* **task-specific skill encoder** -> ``z_i``: trained by an InfoNCE loss in which samples of
+  the same task are positives and samples of the other tasks are the negatives.
+* **decoder**: observation tokens plus common-skill tokens in; each output token concatenated
+  with ``z_i`` feeds the action head (SMAC: 6 own logits + one attack logit per enemy token;
+  MuJoCo: one Gaussian mean per joint token). Trained by behaviour cloning (masked NLL).
+* **value** ``V_i(o_i)`` per agent, mixed by the **transformer mixer** into ``V_tot(s)``;
+  trained by a per-sample, masked expectile loss (IQL's sign) towards
+  ``r_t + gamma (1 - term_t) V̄_tot(t+1)`` from target networks (hard copies every
+  ``target_update_interval`` updates).
+
+Nothing is recurrent, so every loss runs on all sampled timesteps at once: an update draws
+``steps_per_episode`` transitions from each sampled episode (0: every transition) and runs
+each network once over ``[episodes, steps, agents]``.
+
+Ablations are switches: ``common_skills``, ``task_skills``, ``advantage_weighting``,
+``contrastive``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
+
+
+@dataclass
+class HissdConfig:
+    dim: int = 64  # entity transformer width (HiSSD: entity_embed_dim 64)
+    heads: int = 1
+    depth: int = 1
+    ffn_mult: int = 4  # transformer feed-forward width / dim
+    hidden: int = 128  # MLP heads (HiSSD: 64 -> 128 -> out)
+    skill_dim: int = 64  # common-skill tokens and task-specific skills
+    mixer_dim: int = 32  # mixer transformer width and mixing width (HiSSD: 32)
+    gamma: float = 0.99
+    reward_scale: float = 0.1  # SMAC returns 0..20 -> 0..2
+    expectile: float = 0.9  # tau of the expectile value loss (IQL)
+    td_weight: float = 3.0  # temperature of the advantage weight exp(td_weight * A)
+    weight_clip: float = 100.0  # upper clip of the advantage weight (HiSSD: 100)
+    contrastive_coef: float = 0.05  # HiSSD's beta
+    contrastive_samples: int = 64  # anchors per task per update
+    prediction_coef: float = 1.0
+    value_coef: float = 1.0
+    target_update_interval: int = 50  # updates between hard target copies
+    steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
+    common_skills: bool = True  # ablation: no planner, no forward prediction
+    task_skills: bool = True  # ablation: no task-specific skill z
+    advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
+    contrastive: bool = True  # ablation: z without the InfoNCE term
+
+
+def take_steps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``x [B, T, ...]`` at steps ``t [B, K]`` -> ``[B, K, ...]``."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], t]
+
+
+class HiSSD(nn.Module):
+    name = "hissd"
+    has_skills = True
+
+    def __init__(self, spec: FamilySpec, cfg: HissdConfig):
+        super().__init__()
+        self.spec, self.cfg = spec, cfg
+        d, h, k = cfg.dim, cfg.hidden, cfg.skill_dim
+        obs_dims = spec.obs_dims
+        if cfg.common_skills:
+            self.planner = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.common_head = mlp(d, h, k, nn.Tanh())
+            # forward model: state tokens at t (agent tokens carry the agent's own common skill)
+            a_dim, o_dim = spec.state_dims
+            self.predictor = EntityTransformer((a_dim + k, o_dim), d, cfg.heads, cfg.depth,
+                                               cfg.ffn_mult)
+            self.predict_agents, self.predict_others = nn.Linear(d, a_dim), nn.Linear(d, o_dim)
+        if cfg.task_skills:
+            self.task_encoder = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.task_head = mlp(d, h, k, nn.Tanh())
+            if cfg.contrastive:
+                self.contrast_head = mlp(d, h, k)
+                # bilinear similarity of unit vectors (CURL), started at cosine / 0.1
+                self.contrast_w = nn.Parameter(torch.eye(k) * 10.0)
+        self.decoder = EntityTransformer(obs_dims + ((k,) if cfg.common_skills else ()), d,
+                                         cfg.heads, cfg.depth, cfg.ffn_mult)
+        self.action_head = ActionHead(spec, d + (k if cfg.task_skills else 0), h)
+        if cfg.advantage_weighting and cfg.common_skills:  # the value only serves the weights
+            self.value = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.value_head = mlp(d, h, 1)
+            self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
+            self.target = nn.ModuleDict({"value": copy.deepcopy(self.value),
+                                         "value_head": copy.deepcopy(self.value_head),
+                                         "mixer": copy.deepcopy(self.mixer)})
+            self.target.requires_grad_(False)
+
+    # ------------------------------------------------------------------ skills and actions
+    def common_skill_tokens(self, obs: Tokens) -> list[torch.Tensor]:
+        """Common skills: one token per observation token, per group ``[..., n_g, skill]``."""
+        return [self.common_head(x) for x in self.planner(obs.groups, obs.masks)]
+
+    def task_encoding(self, obs: Tokens) -> torch.Tensor:
+        """The task encoder's own-token output ``[..., dim]``."""
+        return self.task_encoder(obs.groups, obs.masks)[0][..., 0, :]
+
+    def logits(self, obs: Tokens, view, common: list[torch.Tensor] | None = None,
+               task_enc: torch.Tensor | None = None) -> torch.Tensor:
+        """Action logits (discrete) or means (continuous) of every agent from its own tokens."""
+        groups, masks = list(obs.groups), list(obs.masks)
+        if self.cfg.common_skills:
+            common = self.common_skill_tokens(obs) if common is None else common
+            groups.append(torch.cat(common, dim=-2))
+            masks.append(torch.cat(obs.masks, dim=-1))
+        out = self.decoder(groups, masks)
+        own, ent = out[0][..., 0, :], (out[self.spec.entity_group]
+                                       if self.spec.entity_group is not None else None)
+        if self.cfg.task_skills:
+            z = self.task_head(self.task_encoding(obs) if task_enc is None else task_enc)
+            own = torch.cat([own, z], dim=-1)
+            if ent is not None:
+                ent = torch.cat([ent, z[..., None, :].expand(*ent.shape[:-1], z.shape[-1])], -1)
+        return self.action_head(own, ent, view)
+
+    @torch.no_grad()
+    def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:
+        """Greedy decentralised actions of every agent: argmax over available actions
+        (discrete) or the Gaussian means (continuous)."""
+        out = self.logits(self.spec.obs_tokens(view), view)
+        if not self.spec.discrete:
+            return out
+        return out.masked_fill(~avail, float("-inf")).argmax(-1)
+
+    @torch.no_grad()
+    def skills(self, view) -> dict[str, torch.Tensor]:
+        """Each agent's common skill (its own token's) and task-specific skill ``z``."""
+        obs = self.spec.obs_tokens(view)
+        out = {}
+        if self.cfg.common_skills:
+            out["common"] = self.common_skill_tokens(obs)[0][..., 0, :]
+        if self.cfg.task_skills:
+            out["task"] = self.task_head(self.task_encoding(obs))
+        return out
+
+    # ------------------------------------------------------------------ one update's losses
+    def _team_value(self, nets: dict, obs: Tokens, state: Tokens) -> torch.Tensor:
+        v = nets["value_head"](nets["value"](obs.groups, obs.masks)[0][..., 0, :])[..., 0]
+        return nets["mixer"](v * state.masks[0].to(v.dtype), state)
+
+    def loss(self, batches, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one update on ``batches``: one ``EntityBatch`` per task (unpadded, the
+        cheap way) or padded multi-task batches. Every term is the mean of its per-batch
+        masked means, so tasks count equally whatever their team size; the contrastive term
+        pairs samples across all batches."""
+        if not isinstance(batches, (list, tuple)):
+            batches = [batches]
+        terms: dict[str, list[torch.Tensor]] = {}
+        pairs = []
+        for batch in batches:
+            batch_terms, batch_pairs = self._batch_losses(batch, generator)
+            for k, v in batch_terms.items():
+                terms.setdefault(k, []).append(v)
+            pairs += batch_pairs
+        stats = {k: torch.stack(v).mean() for k, v in terms.items()}
+        cfg = self.cfg
+        total = stats["bc"]
+        if "prediction_weighted" in stats:
+            total = total + cfg.prediction_coef * stats.pop("prediction_weighted")
+        if "value" in stats:
+            total = total + cfg.value_coef * stats["value"]
+        if cfg.task_skills and cfg.contrastive:
+            stats["contrastive"] = self._info_nce(pairs)
+            total = total + cfg.contrastive_coef * stats["contrastive"]
+        stats["loss"] = total
+        return total, {k: float(v.detach()) for k, v in stats.items()}
+
+    def _batch_losses(self, batch, generator):
+        cfg, spec = self.cfg, self.spec
+        device = batch.reward.device
+        # -- the transitions of this update: K steps t of every episode, and their t + 1
+        n_trans = batch.mask.sum(1).long().clamp(min=1)  # L - 1 transitions per episode
+        if cfg.steps_per_episode:
+            u = torch.rand(batch.batch_size, cfg.steps_per_episode, generator=generator)
+            t = (u.to(device) * n_trans[:, None]).long()
+        else:
+            t = torch.arange(batch.max_t - 1, device=device).expand(batch.batch_size, -1)
+        t_next = (t + 1).clamp(max=batch.max_t - 1)
+        step_mask = take_steps(batch.mask, t)  # [B, K]
+        n_steps = step_mask.sum().clamp(min=1.0)
+        view = batch.obs.map(lambda x: take_steps(x, t))
+        view_next = batch.obs.map(lambda x: take_steps(x, t_next))
+        obs, obs_next = spec.obs_tokens(view), spec.obs_tokens(view_next)
+        state = spec.state_tokens(_take_state(batch.state, t), view)
+        state_next = spec.state_tokens(_take_state(batch.state, t_next), view_next)
+        actions = take_steps(batch.actions, t)
+        agent_valid = batch.agent_mask[:, None, :] & (step_mask[..., None] > 0)  # [B, K, A]
+        if spec.discrete:
+            avail = take_steps(batch.avail_actions, t)
+            acting = agent_valid & avail[..., 1:].any(-1)  # a dead agent has only no-op
+        else:
+            acting = agent_valid
+        w_act = acting.to(torch.float32)
+        terms: dict[str, torch.Tensor] = {}
+
+        # -- skills
+        common = self.common_skill_tokens(obs) if cfg.common_skills else None
+        task_enc = self.task_encoding(obs) if cfg.task_skills else None
+
+        # -- low level: behaviour cloning through both skills
+        out = self.logits(obs, view, common, task_enc)
+        if spec.discrete:
+            logp = F.log_softmax(out.masked_fill(~avail, float("-inf")), -1)
+            nll = -logp.gather(-1, actions[..., None])[..., 0]
+        else:
+            dist = torch.distributions.Normal(out, self.action_head.log_std.exp())
+            nll = -(dist.log_prob(actions) * view.action_mask).sum(-1)
+        terms["bc"] = (nll * w_act).sum() / w_act.sum().clamp(min=1.0)
+
+        # -- value: expectile regression of the mixed team value, and the advantage weights
+        weight = step_mask
+        if hasattr(self, "target"):
+            v_tot = self._team_value(dict(value=self.value, value_head=self.value_head,
+                                          mixer=self.mixer), obs, state)
+            with torch.no_grad():
+                v_next = self._team_value(self.target, obs_next, state_next)
+                reward = take_steps(batch.reward, t) * cfg.reward_scale
+                term = take_steps(batch.terminated, t)
+                target = reward + cfg.gamma * (1.0 - term) * v_next
+            diff = target - v_tot
+            expectile = torch.abs(cfg.expectile - (diff < 0).to(diff.dtype))
+            terms["value"] = (expectile * diff.pow(2) * step_mask).sum() / n_steps
+            with torch.no_grad():  # per-transition advantage weight, mean 1 over the batch
+                w = torch.exp(cfg.td_weight * diff).clamp(max=cfg.weight_clip) * step_mask
+                weight = w * n_steps / w.sum().clamp(min=1e-8)
+                terms["advantage"] = (diff * step_mask).sum() / n_steps
+                terms["weight_max"] = weight.max()
+
+        # -- high level: advantage-weighted forward prediction of the next state
+        if cfg.common_skills:
+            agents_in = torch.cat([state.groups[0], common[0][..., 0, :]], dim=-1)
+            h_agents, h_others = self.predictor([agents_in, state.groups[1]], state.masks)
+            pred_a = state.groups[0] + self.predict_agents(h_agents)  # residual: predict change
+            pred_o = state.groups[1] + self.predict_others(h_others)
+            err_a = (pred_a - state_next.groups[0]).pow(2).mean(-1) * state_next.masks[0]
+            err_o = (pred_o - state_next.groups[1]).pow(2).mean(-1) * state_next.masks[1]
+            count = state_next.masks[0].sum(-1) + state_next.masks[1].sum(-1)
+            per_step = (err_a.sum(-1) + err_o.sum(-1)) / count.clamp(min=1)
+            terms["prediction"] = (per_step * step_mask).sum() / n_steps
+            terms["prediction_weighted"] = (per_step * weight).sum() / n_steps
+
+        pairs = []
+        if cfg.task_skills and cfg.contrastive:
+            pairs = self._contrastive_pairs(task_enc, acting, batch.task_id, generator)
+        return terms, pairs
+
+    def _contrastive_pairs(self, task_enc: torch.Tensor, valid: torch.Tensor,
+                           task_id: torch.Tensor, generator: torch.Generator | None) -> list:
+        """``contrastive_samples`` (anchor, positive) pairs per task of the batch, drawn from
+        its valid (episode, step, agent) positions: another episode, step or agent of the same
+        task is the positive."""
+        flat = task_enc.reshape(-1, task_enc.shape[-1])
+        owner = task_id.repeat_interleave(valid[0].numel())
+        ok = valid.reshape(-1).to(torch.float32)
+        n, pairs = self.cfg.contrastive_samples, []
+        for task in torch.unique(task_id):  # one draw per task
+            w = ok * (owner == task)
+            if w.sum() == 0:
+                continue
+            idx = torch.multinomial(w.cpu(), 2 * n, replacement=True, generator=generator)
+            idx = idx.to(flat.device)
+            pairs.append((flat[idx[:n]], flat[idx[n:]], int(task)))
+        return pairs
+
+    def _info_nce(self, pairs: list) -> torch.Tensor:
+        """InfoNCE over task-specific skills: each anchor must pick its positive (same task)
+        among the positives of the other tasks; logits are bilinear (``q W p`` of unit
+        vectors), and same-task pairs other than its own positive are masked out, so agents of
+        one task are never pushed apart. With one task there are no negatives: zero."""
+        if len({task for _, _, task in pairs}) < 2:
+            return self.contrast_w.sum() * 0.0
+        q = F.normalize(self.contrast_head(torch.cat([a for a, _, _ in pairs])), dim=-1)
+        p = F.normalize(self.contrast_head(torch.cat([b for _, b, _ in pairs])), dim=-1)
+        lab = torch.cat([torch.full((len(a),), task, device=q.device) for a, _, task in pairs])
+        logits = q @ self.contrast_w @ p.T
+        eye = torch.eye(len(lab), dtype=torch.bool, device=q.device)
+        logits = logits.masked_fill((lab[:, None] == lab[None, :]) & ~eye, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(len(lab), device=q.device))
+
+    def after_update(self, update: int) -> None:
+        """Hard target copies every ``target_update_interval`` updates."""
+        if hasattr(self, "target") and update % self.cfg.target_update_interval == 0:
+            self.target["value"].load_state_dict(self.value.state_dict())
+            self.target["value_head"].load_state_dict(self.value_head.state_dict())
+            self.target["mixer"].load_state_dict(self.mixer.state_dict())
+
+
+def _take_state(state, t: torch.Tensor):
+    if isinstance(state, torch.Tensor):
+        return take_steps(state, t)
+    return state.map(lambda x: take_steps(x, t))

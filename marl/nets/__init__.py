@@ -1,0 +1,10 @@
+"""Networks shared by the algorithms: token views of each task family (``tokens``), the entity
+transformer (``transformer``), action heads (``heads``) and the transformer mixer (``mixer``)."""
+
+from marl.nets.heads import ActionHead
+from marl.nets.mixer import TransformerMixer
+from marl.nets.tokens import FamilySpec, Tokens, family_spec
+from marl.nets.transformer import EntityTransformer, mlp
+
+__all__ = ["ActionHead", "EntityTransformer", "FamilySpec", "Tokens", "TransformerMixer",
+           "family_spec", "mlp"]

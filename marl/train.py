@@ -1,0 +1,305 @@
+"""Offline training: ``marl train --config experiments/hissd/<taskset>.yaml [key=value ...]``.
+
+A run folder holds ``config.yaml`` (fully resolved), ``checkpoints/{last,best}.pt`` (atomic:
+written to a temporary name, then renamed), ``tb/`` (TensorBoard: every loss term,
+updates/s, samples/s, evaluation results) and ``eval/`` (evaluation JSON). A run killed at any
+moment resumes from its last complete checkpoint with ``marl train --resume RUN_DIR``, with the
+same optimiser and random state, so a resumed run matches an uninterrupted one.
+
+Each update samples ``batch_size`` episodes of every training task (one unpadded batch per
+task) and takes one optimiser step on the algorithm's loss. Under ``torchrun`` every rank
+samples its own batches from its own random stream; gradients are averaged across ranks
+(gloo on CPU, NCCL on GPU) so the ranks' parameters stay identical. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or resume (wrong folder, wrong algorithm, bad data)."""
+
+
+# ------------------------------------------------------------------------------ helpers
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce every gradient as one flat buffer (one collective per update)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for p, chunk in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = chunk.view_as(p)
+
+
+def load_dataset(cfg: DictConfig):
+    from envs.tasksets import load_taskset
+    from marl.data.loader import MultiTaskDataset
+
+    taskset = load_taskset(cfg.data.taskset)
+    data = MultiTaskDataset.from_taskset(
+        cfg.data.taskset, cfg.data.quality, cfg.data.root, n_episodes=cfg.data.episodes, subset=cfg.data.subset, seed=cfg.seed,
+        device=cfg.device)
+    return taskset, data
+
+
+def build_model(cfg: DictConfig, family: str):
+    from marl.algos import build
+    from marl.config import model_config
+    from marl.nets import EntityTransformer, family_spec
+
+    model = build(cfg.algo, family_spec(family), model_config(cfg)).to(cfg.device)
+    if cfg.compile:
+        for module in model.modules():
+            if isinstance(module, EntityTransformer):
+                module.compile()
+    return model
+
+
+def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
+    spec = str(cfg.eval.tasks)
+    if spec == "train":
+        return list(taskset.train_tasks)
+    if spec == "test":
+        return list(taskset.test_tasks)
+    return [t.strip() for t in spec.split(",") if t.strip()]
+
+
+def load_checkpoint(path: Path, algo: str) -> dict:
+    if not path.is_file():
+        raise TrainError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TrainError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise TrainError(f"{path}: not a marl checkpoint of version {CHECKPOINT_VERSION}")
+    if ckpt["algo"] != algo:
+        raise TrainError(f"{path} is a checkpoint of algorithm {ckpt['algo']!r}, "
+                         f"not {algo!r}")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------ the loop
+def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) -> dict:
+    """Train (or resume) one run; returns the final stats. ``cfg`` is a ``load_config`` result
+    (ignored when resuming: the run's saved config is used, with ``updates`` from ``cfg``)."""
+    from marl.config import from_run
+
+    log = log or (lambda line: print(line, flush=True))
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    rank, world = _distributed()
+    if resume:
+        saved = from_run(run_dir)
+        if cfg is not None and cfg.algo != saved.algo:
+            raise TrainError(f"{run_dir} is a run of algorithm {saved.algo!r}, not {cfg.algo!r}")
+        if cfg is not None:
+            saved.updates = cfg.updates
+        cfg = saved
+    elif (ckpt_dir / "last.pt").exists():
+        raise TrainError(f"{run_dir} already holds a run; resume it with "
+                         f"`marl train --resume {run_dir}` or choose another --out")
+
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+    from envs.core import EnvError
+    from marl.data.format import DatasetError
+
+    try:
+        taskset, data = load_dataset(cfg)
+    except (EnvError, DatasetError) as exc:
+        raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc}") from None
+    if data.family != taskset.family:
+        raise TrainError(f"data family {data.family!r} does not fit task set "
+                         f"{taskset.name!r} ({taskset.family!r})")
+    model = build_model(cfg, data.family)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    update, best_score = 0, None
+    if resume:
+        ckpt = load_checkpoint(ckpt_dir / "last.pt", cfg.algo)
+        model.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optim"])
+        gen.set_state(ckpt["generators"][rank] if rank < len(ckpt["generators"])
+                      else ckpt["generators"][0])
+        torch.set_rng_state(ckpt["torch_rng"])
+        update, best_score = ckpt["update"], ckpt.get("best_score")
+        log(f"resuming {run_dir} at update {update}")
+    if world > 1:  # every rank starts from rank 0's parameters
+        for p in model.state_dict().values():
+            dist.broadcast(p, 0)
+
+    writer = None
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+        log(f"{cfg.algo} on {taskset.name} ({cfg.data.quality}): tasks {list(data.tasks)}, "
+            f"episodes {data.n_episodes}, {sum(p.numel() for p in params):,} parameters, "
+            f"{world} rank(s), run folder {run_dir}")
+
+    def checkpoint(path: Path) -> None:
+        gens = [gen.get_state()]
+        if world > 1:  # rank 0 keeps every rank's stream so a resume continues each one
+            gens = [torch.empty_like(gens[0]) for _ in range(world)]
+            dist.all_gather(gens, gen.get_state())
+        if rank == 0:
+            atomic_save({"version": CHECKPOINT_VERSION, "algo": cfg.algo,
+                         "model": model.state_dict(), "optim": optim.state_dict(),
+                         "generators": gens, "torch_rng": torch.get_rng_state(),
+                         "update": update, "best_score": best_score,
+                         "family": data.family, "tasks": list(data.tasks)}, path)
+
+    stats: dict[str, float] = {}
+    started, window_start, window_updates = time.perf_counter(), time.perf_counter(), 0
+    samples_per_update = cfg.batch_size * len(data.tasks) * world
+    while update < cfg.updates:
+        batches = [data.sample(cfg.batch_size, task=t, generator=gen) for t in data.tasks]
+        loss, stats = model.loss(batches, gen)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            _average_gradients(params, world)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optim.step()
+        update += 1
+        model.after_update(update)
+        window_updates += 1
+        if update % cfg.log_interval == 0 or update == cfg.updates:
+            now = time.perf_counter()
+            rate = window_updates / max(now - window_start, 1e-9)
+            window_start, window_updates = now, 0
+            if writer is not None:
+                for key, value in stats.items():
+                    writer.add_scalar(f"loss/{key}", value, update)
+                writer.add_scalar("speed/updates_per_s", rate, update)
+                writer.add_scalar("speed/samples_per_s", rate * samples_per_update, update)
+                terms = " ".join(f"{k} {v:.3f}" for k, v in stats.items()
+                                 if k in ("loss", "bc", "value", "prediction", "contrastive"))
+                log(f"[{update:>6}/{cfg.updates}] {rate:.2f} updates/s  {terms}")
+        evaluate_now = cfg.eval.interval and (update % cfg.eval.interval == 0
+                                              or update == cfg.updates)
+        if evaluate_now:
+            score = _evaluate(cfg, taskset, model, run_dir, update, writer, rank, log)
+            if rank == 0 and score is not None and (best_score is None or score > best_score):
+                best_score = score
+                checkpoint(ckpt_dir / "best.pt")
+        if update % cfg.checkpoint_interval == 0 or update == cfg.updates:
+            checkpoint(ckpt_dir / "last.pt")
+    if world > 1:  # the ranks must end with identical parameters: check and record it
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        diff = max(float((g - flat).abs().max()) for g in gathered)
+        if rank == 0:
+            atomic_write_text(run_dir / "ranks.json", json.dumps(
+                {"world_size": world, "max_abs_param_diff": diff, "update": update}))
+            log(f"{world} ranks, largest parameter difference between ranks: {diff}")
+    if writer is not None:
+        writer.close()
+        log(f"done: {update} updates in {time.perf_counter() - started:.0f} s; "
+            f"checkpoints in {ckpt_dir}")
+    return stats
+
+
+def _evaluate(cfg, taskset, model, run_dir: Path, update: int, writer, rank: int, log):
+    """Greedy evaluation on ``cfg.eval.tasks`` (rank 0); returns the mean win rate (or
+    return) over the *training* tasks evaluated, which selects ``best``: never unseen tasks."""
+    if rank != 0:
+        return None
+    from marl.evaluate import evaluate_task
+
+    results = [evaluate_task(model, task, cfg.eval.episodes, cfg.eval.seed,
+                             taskset.env_options, cfg.device)
+               for task in eval_tasks(cfg, taskset)]
+    (run_dir / "eval").mkdir(exist_ok=True)
+    atomic_write_text(run_dir / "eval" / f"update_{update:07d}.json",
+                      json.dumps({"update": update, "results": results}, indent=2))
+    train_scores = []
+    for r in results:
+        score = r.get("win_rate", r["return_mean"])
+        if r["task"] in taskset.train_tasks:
+            train_scores.append(score)
+        for key in ("win_rate", "return_mean", "length_mean"):
+            if key in r:
+                writer.add_scalar(f"eval/{r['task']}/{key}", r[key], update)
+    log("eval " + ", ".join(f"{r['task']} {r.get('win_rate', r['return_mean']):.2f}"
+                            for r in results))
+    return sum(train_scores) / len(train_scores) if train_scores else None
+
+
+# ------------------------------------------------------------------------------ entry point
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (experiments/hissd/<taskset>.yaml)")
+    p.add_argument("--out", help="run folder (default runs/<algo>/<taskset>-<quality>-seed<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. updates=500")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from marl.config import ConfigError, load_config
+
+    try:
+        if args.resume:
+            cfg = load_config(Path(args.resume) / "config.yaml", args.overrides) \
+                if (Path(args.resume) / "config.yaml").is_file() else None
+            if cfg is None:
+                raise TrainError(f"{args.resume} is not a run folder (no config.yaml)")
+            train(cfg, args.resume, resume=True)
+            return 0
+        cfg = load_config(args.config, args.overrides)
+        out = args.out or (f"runs/{cfg.algo}/{Path(str(cfg.data.taskset)).stem}-"
+                           f"{cfg.data.quality}-seed{cfg.seed}")
+        train(cfg, out)
+        return 0
+    except (ConfigError, TrainError) as exc:
+        print(f"marl train: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="marl train", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
