@@ -44,6 +44,8 @@ def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
     if updates is not None:
         overrides.append(f"updates={updates}")
     cfg = load_config(CONFIG, overrides)
+    if cfg.data.episodes < cfg.batch_size:  # toy sizes: a batch cannot exceed the data
+        cfg = load_config(CONFIG, overrides + [f"batch_size={cfg.data.episodes}"])
     say(f"1/4 datasets: {cfg.data.taskset} {cfg.data.quality}, {cfg.data.episodes} episodes "
         f"per map, from {SHIPPED_POLICIES}")
     build_taskset(cfg.data.taskset, cfg.data.quality, cfg.data.episodes, SHIPPED_POLICIES,

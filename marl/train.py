@@ -82,7 +82,7 @@ def build_model(cfg: DictConfig, family: str):
     if cfg.compile:
         for module in model.modules():
             if isinstance(module, EntityTransformer):
-                module.compile()
+                module.compile(dynamic=True)  # team sizes vary per task
     return model
 
 

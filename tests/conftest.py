@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+
+import envs
+from envs.core import random_actions
+from marl.collect import record_episodes
+from marl.data.format import write_dataset
 
 # Test tensors are tiny: one intra-op thread avoids oversubscribing the cores (2 in CI) when the
 # simulator or another job is busy, which slows small kernels several-fold.
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)
+
+N_EPISODES = 12
+
+
+def record_random(task: str, episodes: int, seed: int, num_envs: int = 4, **options):
+    """``episodes`` finished random-action episodes of ``task`` in the ODIS layout, the wins
+    (SMAC; else None) and the EnvInfo."""
+    env = envs.make(task, num_envs=num_envs, seed=seed, **options)
+    info, rng = env.info, np.random.default_rng(seed)
+    if info.action_type == "discrete":
+        def choose(ts):
+            return random_actions(ts.avail_actions, rng)
+    else:
+        act_mask = np.arange(info.n_actions)[None, :] < np.array(info.layout.act_dims)[:, None]
+
+        def choose(ts):
+            return (rng.uniform(-1, 1, (num_envs, info.n_agents, info.n_actions)) * act_mask).astype(np.float32)
+    arrays, wins = record_episodes(env, choose, episodes)
+    env.close()
+    return arrays, wins, info
+
+
+def write_random(path: Path, task: str, episodes: int = N_EPISODES, seed: int = 0,
+                 quality: str = "medium", arrays=None) -> Path:
+    if arrays is None:
+        arrays, wins, info = record_random(task, episodes, seed)
+    else:
+        arrays, wins, info = arrays
+    write_dataset(path, arrays, task=task, backend=info.backend, quality=quality,
+                  behavior_policy={"id": "random"}, seed=seed, env_info=info, battle_won=wins)
+    return path
+
 
 TASKSET_YAML = """name: tiny-marine
 family: smac

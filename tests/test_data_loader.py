@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import envs
-from envs.core import random_actions
 from envs.smac import parse_map
 from marl.data.format import DatasetError, read_dataset, write_dataset
 from marl.data.loader import (
@@ -23,10 +22,9 @@ from marl.data.loader import (
     dataset_path,
     quality_paths,
 )
-from marl.collect import record_episodes
 from marl.entity.smac import parse_smac_obs, parse_smac_state
 
-N_EPISODES = 12
+from conftest import N_EPISODES, record_random, write_random
 
 
 
@@ -39,35 +37,6 @@ def copy_h5(src_path, dst_path):
         for k, v in src.attrs.items():
             dst.attrs[k] = v
         yield dst
-
-def record_random(task: str, episodes: int, seed: int, num_envs: int = 4, **options):
-    """``episodes`` finished random-action episodes of ``task`` in the ODIS layout, the wins
-    (SMAC; else None) and the EnvInfo."""
-    env = envs.make(task, num_envs=num_envs, seed=seed, **options)
-    info, rng = env.info, np.random.default_rng(seed)
-    if info.action_type == "discrete":
-        def choose(ts):
-            return random_actions(ts.avail_actions, rng)
-    else:
-        act_mask = np.arange(info.n_actions)[None, :] < np.array(info.layout.act_dims)[:, None]
-
-        def choose(ts):
-            return (rng.uniform(-1, 1, (num_envs, info.n_agents, info.n_actions)) * act_mask).astype(np.float32)
-    arrays, wins = record_episodes(env, choose, episodes)
-    env.close()
-    return arrays, wins, info
-
-
-def write_random(path: Path, task: str, episodes: int = N_EPISODES, seed: int = 0,
-                 quality: str = "medium", arrays=None) -> Path:
-    if arrays is None:
-        arrays, wins, info = record_random(task, episodes, seed)
-    else:
-        arrays, wins, info = arrays
-    write_dataset(path, arrays, task=task, backend=info.backend, quality=quality,
-                  behavior_policy={"id": "random"}, seed=seed, env_info=info, battle_won=wins)
-    return path
-
 
 @pytest.fixture(scope="module")
 def recorded():

@@ -170,3 +170,32 @@ def test_torchrun_two_ranks_keep_identical_parameters(tiny_data, tmp_path):
     ranks = json.loads((run / "ranks.json").read_text())
     assert ranks == {"world_size": 2, "max_abs_param_diff": 0.0, "update": 4}
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["update"] == 4
+
+
+def test_cli_reports_config_mistakes_in_one_line(capsys):
+    from marl.cli import main
+
+    assert main(["train", "batchsize=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch_size" in err[0] and err[0].startswith("marl train:")
+    assert main(["train", "--resume", "/nonexistent/run"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_quickstart_runs_end_to_end(tmp_path):
+    """The README's main command at toy size: data, training, zero-shot table, skill figure."""
+    from PIL import Image
+
+    from marl.quickstart import quickstart
+
+    out = quickstart(tmp_path / "qs", episodes=8, updates=4, eval_episodes=4,
+                     unseen=("smac:4m",), log=lambda s: None)
+    table = (tmp_path / "qs" / "results.md").read_text()
+    results = json.loads((tmp_path / "qs" / "results.json").read_text())["results"]
+    assert [r["task"] for r in results] == ["smac:3m", "smac:5m", "smac:10m", "smac:4m"]
+    assert [r["split"] for r in results] == ["train"] * 3 + ["unseen"]
+    for r in results:  # the table shows the JSON's numbers
+        assert f"| {r['task']} | {r['split']} | {r['win_rate']:.2f}" in table
+        assert r["episodes"] == 4
+    with Image.open(out["figure"]) as img:
+        assert img.size[0] > 500 and img.size[1] > 300
