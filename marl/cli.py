@@ -14,6 +14,9 @@
     marl train --config YAML [key=value ...] [--out RUN_DIR] | --resume RUN_DIR
                                            offline training (HiSSD), checkpoints, TensorBoard
     marl quickstart [--out DIR]            data -> HiSSD -> zero-shot table and skill figure
+    marl evaluate RUN_DIR [--checkpoint last|best|PATH] [--taskset T | --tasks A,B] [--seeds ...]
+                                           zero-shot evaluation: JSON, marl-eval JSON, Markdown
+    marl compare RUN_DIR ... [--out FILE]  algorithms x tasks, mean and 95 % CI over seeds
 
 User mistakes (a bad task name, backend or option) end with one ``marl: error: ...`` line and
 exit status 2, never a traceback from the simulator underneath.
@@ -138,6 +141,46 @@ def _train(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marl.evaluate import evaluate_run, markdown_table, write_report
+
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    report = evaluate_run(args.run, args.checkpoint, tasks=tasks, taskset=args.taskset,
+                          episodes=args.episodes, seeds=args.seeds, workers=args.workers,
+                          device=args.device)
+    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    paths = write_report(report, out, tensorboard_dir=Path(args.run) / "tb", name=args.name)
+    print(markdown_table(report))
+    print(f"wrote {paths['json']}, {paths['marl_eval']}, {paths['markdown']} "
+          f"({report['seconds']:.0f} s)")
+    if report["errors"]:
+        print(f"marl evaluate: {len(report['errors'])} job(s) failed: " + "; ".join(
+            f"{e['task']} seed {e['seed']}: {e['error']}" for e in report["errors"]),
+            file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marl.compare import compare, load_report, markdown
+
+    labels = args.labels.split(",") if args.labels else None
+    result = compare([load_report(run, args.name) for run in args.runs], labels)
+    table = markdown(result)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(table + "\n")
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from marl.quickstart import quickstart
 
@@ -225,18 +268,39 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--updates", type=int, default=None, help="training updates")
     quick.add_argument("--eval-episodes", type=int, default=32)
     quick.set_defaults(func=_quickstart)
+
+    ev = groups.add_parser("evaluate", help="zero-shot evaluation of a run on a task set")
+    ev.add_argument("run", help="run folder of `marl train`")
+    ev.add_argument("--checkpoint", default="last", help="last, best or a checkpoint path")
+    ev.add_argument("--taskset", default=None, help="default: the run's task set")
+    ev.add_argument("--tasks", default=None, help="comma-separated tasks instead of a task set")
+    ev.add_argument("--episodes", type=int, default=32)
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ev.add_argument("--workers", type=int, default=2, help="processes (1: in this process)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", default=None, help="report folder (default RUN/eval)")
+    ev.add_argument("--name", default="zero_shot", help="report file name")
+    ev.set_defaults(func=_evaluate)
+
+    cmp_ = groups.add_parser("compare", help="algorithms x tasks table over seeds")
+    cmp_.add_argument("runs", nargs="+", help="run folders with an evaluation report")
+    cmp_.add_argument("--labels", default=None, help="comma-separated row label per run")
+    cmp_.add_argument("--name", default="zero_shot", help="report file name")
+    cmp_.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    cmp_.set_defaults(func=_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from envs import EnvError
     from marl.data.format import DatasetError
+    from marl.evaluate import EvalError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-    except (EnvError, DatasetError) as err:  # user mistakes: one line, no traceback
+    except (EnvError, DatasetError, EvalError) as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
     return status or 0

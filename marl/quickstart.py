@@ -58,7 +58,6 @@ def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
     else:
         train(cfg, run, log=say)
 
-    from envs.tasksets import load_taskset
     from marl.train import load_dataset
 
     taskset, data = load_dataset(cfg)

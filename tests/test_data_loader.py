@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import envs
 from envs.smac import parse_map
-from marl.data.format import DatasetError, read_dataset, write_dataset
+from marl.data.format import DatasetError, read_dataset
 from marl.data.loader import (
     EntityBatch,
     MultiTaskDataset,

@@ -19,9 +19,13 @@ class AlgoEntry:
 
 
 def registry() -> dict[str, AlgoEntry]:
+    from marl.algos.bc import BC, BCConfig
     from marl.algos.hissd import HiSSD, HissdConfig
+    from marl.algos.odis import ODIS, OdisConfig
+    from marl.algos.updet import UPDeT, UpdetConfig
 
-    return {"hissd": AlgoEntry(HissdConfig, HiSSD)}
+    return {"hissd": AlgoEntry(HissdConfig, HiSSD), "bc": AlgoEntry(BCConfig, BC),
+            "odis": AlgoEntry(OdisConfig, ODIS), "updet": AlgoEntry(UpdetConfig, UPDeT)}
 
 
 def build(name: str, spec, cfg: Any):

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from marl.algos.common import action_nll, greedy, transitions
 from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
 
 
@@ -67,11 +68,6 @@ class HissdConfig:
     task_skills: bool = True  # ablation: no task-specific skill z
     advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
     contrastive: bool = True  # ablation: z without the InfoNCE term
-
-
-def take_steps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x [B, T, ...]`` at steps ``t [B, K]`` -> ``[B, K, ...]``."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], t]
 
 
 class HiSSD(nn.Module):
@@ -141,10 +137,7 @@ class HiSSD(nn.Module):
     def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:
         """Greedy decentralised actions of every agent: argmax over available actions
         (discrete) or the Gaussian means (continuous)."""
-        out = self.logits(self.spec.obs_tokens(view), view)
-        if not self.spec.discrete:
-            return out
-        return out.masked_fill(~avail, float("-inf")).argmax(-1)
+        return greedy(self.spec, self.logits(self.spec.obs_tokens(view), view), avail)
 
     @torch.no_grad()
     def skills(self, view) -> dict[str, torch.Tensor]:
@@ -177,7 +170,7 @@ class HiSSD(nn.Module):
             for k, v in batch_terms.items():
                 terms.setdefault(k, []).append(v)
             pairs += batch_pairs
-        stats = {k: torch.stack(v).mean() for k, v in terms.items()}
+        stats = {k: torch.stack(v).mean() for k, v in terms.items()}  # tasks count equally
         cfg = self.cfg
         total = stats["bc"]
         if "prediction_weighted" in stats:
@@ -192,30 +185,8 @@ class HiSSD(nn.Module):
 
     def _batch_losses(self, batch, generator):
         cfg, spec = self.cfg, self.spec
-        device = batch.reward.device
-        # -- the transitions of this update: K steps t of every episode, and their t + 1
-        n_trans = batch.mask.sum(1).long().clamp(min=1)  # L - 1 transitions per episode
-        if cfg.steps_per_episode:
-            u = torch.rand(batch.batch_size, cfg.steps_per_episode, generator=generator)
-            t = (u.to(device) * n_trans[:, None]).long()
-        else:
-            t = torch.arange(batch.max_t - 1, device=device).expand(batch.batch_size, -1)
-        t_next = (t + 1).clamp(max=batch.max_t - 1)
-        step_mask = take_steps(batch.mask, t)  # [B, K]
-        n_steps = step_mask.sum().clamp(min=1.0)
-        view = batch.obs.map(lambda x: take_steps(x, t))
-        view_next = batch.obs.map(lambda x: take_steps(x, t_next))
-        obs, obs_next = spec.obs_tokens(view), spec.obs_tokens(view_next)
-        state = spec.state_tokens(_take_state(batch.state, t), view)
-        state_next = spec.state_tokens(_take_state(batch.state, t_next), view_next)
-        actions = take_steps(batch.actions, t)
-        agent_valid = batch.agent_mask[:, None, :] & (step_mask[..., None] > 0)  # [B, K, A]
-        if spec.discrete:
-            avail = take_steps(batch.avail_actions, t)
-            acting = agent_valid & avail[..., 1:].any(-1)  # a dead agent has only no-op
-        else:
-            acting = agent_valid
-        w_act = acting.to(torch.float32)
+        tr = transitions(batch, spec, cfg.steps_per_episode, generator)
+        obs, state, step_mask, n_steps = tr.obs, tr.state, tr.step_mask, tr.n_steps
         terms: dict[str, torch.Tensor] = {}
 
         # -- skills
@@ -223,14 +194,8 @@ class HiSSD(nn.Module):
         task_enc = self.task_encoding(obs) if cfg.task_skills else None
 
         # -- low level: behaviour cloning through both skills
-        out = self.logits(obs, view, common, task_enc)
-        if spec.discrete:
-            logp = F.log_softmax(out.masked_fill(~avail, float("-inf")), -1)
-            nll = -logp.gather(-1, actions[..., None])[..., 0]
-        else:
-            dist = torch.distributions.Normal(out, self.action_head.log_std.exp())
-            nll = -(dist.log_prob(actions) * view.action_mask).sum(-1)
-        terms["bc"] = (nll * w_act).sum() / w_act.sum().clamp(min=1.0)
+        out = self.logits(obs, tr.view, common, task_enc)
+        terms["bc"] = tr.agent_mean(action_nll(spec, out, tr, self.action_head.log_std))
 
         # -- value: expectile regression of the mixed team value, and the advantage weights
         weight = step_mask
@@ -238,10 +203,8 @@ class HiSSD(nn.Module):
             v_tot = self._team_value(dict(value=self.value, value_head=self.value_head,
                                           mixer=self.mixer), obs, state)
             with torch.no_grad():
-                v_next = self._team_value(self.target, obs_next, state_next)
-                reward = take_steps(batch.reward, t) * cfg.reward_scale
-                term = take_steps(batch.terminated, t)
-                target = reward + cfg.gamma * (1.0 - term) * v_next
+                v_next = self._team_value(self.target, tr.obs_next, tr.state_next)
+                target = tr.reward * cfg.reward_scale + cfg.gamma * (1.0 - tr.terminated) * v_next
             diff = target - v_tot
             expectile = torch.abs(cfg.expectile - (diff < 0).to(diff.dtype))
             terms["value"] = (expectile * diff.pow(2) * step_mask).sum() / n_steps
@@ -257,16 +220,17 @@ class HiSSD(nn.Module):
             h_agents, h_others = self.predictor([agents_in, state.groups[1]], state.masks)
             pred_a = state.groups[0] + self.predict_agents(h_agents)  # residual: predict change
             pred_o = state.groups[1] + self.predict_others(h_others)
-            err_a = (pred_a - state_next.groups[0]).pow(2).mean(-1) * state_next.masks[0]
-            err_o = (pred_o - state_next.groups[1]).pow(2).mean(-1) * state_next.masks[1]
-            count = state_next.masks[0].sum(-1) + state_next.masks[1].sum(-1)
+            nxt = tr.state_next
+            err_a = (pred_a - nxt.groups[0]).pow(2).mean(-1) * nxt.masks[0]
+            err_o = (pred_o - nxt.groups[1]).pow(2).mean(-1) * nxt.masks[1]
+            count = nxt.masks[0].sum(-1) + nxt.masks[1].sum(-1)
             per_step = (err_a.sum(-1) + err_o.sum(-1)) / count.clamp(min=1)
             terms["prediction"] = (per_step * step_mask).sum() / n_steps
             terms["prediction_weighted"] = (per_step * weight).sum() / n_steps
 
         pairs = []
         if cfg.task_skills and cfg.contrastive:
-            pairs = self._contrastive_pairs(task_enc, acting, batch.task_id, generator)
+            pairs = self._contrastive_pairs(task_enc, tr.acting, tr.task_id, generator)
         return terms, pairs
 
     def _contrastive_pairs(self, task_enc: torch.Tensor, valid: torch.Tensor,
@@ -309,8 +273,3 @@ class HiSSD(nn.Module):
             self.target["value_head"].load_state_dict(self.value_head.state_dict())
             self.target["mixer"].load_state_dict(self.mixer.state_dict())
 
-
-def _take_state(state, t: torch.Tensor):
-    if isinstance(state, torch.Tensor):
-        return take_steps(state, t)
-    return state.map(lambda x: take_steps(x, t))

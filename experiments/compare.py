@@ -1,0 +1,124 @@
+"""All algorithms x seeds on one task set and quality, ending in a `marl compare` table.
+
+    python experiments/compare.py --taskset marine-hard --quality expert
+        [--algos hissd bc odis updet] [--seeds 0 1 2] [--parallel 2] [--updates N]
+        [--data datasets/data] [--out runs/compare/marine-hard-expert] [--episodes 32]
+
+Every algorithm trains on the same data with the same budget: the training, data and evaluation
+keys of ``experiments/hissd/<taskset>.yaml`` (updates, batch size, episodes per task), and each
+algorithm's model from ``experiments/hissd/<taskset>.yaml`` (HiSSD) or
+``experiments/baselines/<algo>.yaml``. Runs go to ``OUT/<algo>-seed<S>`` and run ``--parallel``
+at a time (one torch thread each); each is then evaluated zero-shot on every test task of the
+task set (``marl evaluate``), and ``marl compare`` writes ``OUT/compare.md`` and ``.json``.
+Re-running resumes: finished runs and reports are kept, unfinished runs resume.
+Build the data first: ``marl datasets build TASKSET --quality QUALITY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_KEYS = ("updates", "batch_size", "log_interval", "checkpoint_interval", "data", "eval")
+
+
+def shared_overrides(taskset: str, quality: str, data: str, updates: int | None) -> list[str]:
+    """The budget and data keys of the task set's HiSSD config, as overrides for every algo."""
+    base = OmegaConf.load(REPO / "experiments" / "hissd" / f"{taskset}.yaml")
+    keep = OmegaConf.masked_copy(base, [k for k in SHARED_KEYS if k in base])
+    flat = []
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if OmegaConf.is_dict(value):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat.append(f"{prefix}{key}={value}")
+
+    walk(keep)
+    flat += [f"data.quality={quality}", f"data.root={data}", "eval.interval=0", "threads=1"]
+    if updates:
+        flat.append(f"updates={updates}")
+    return flat
+
+
+def config_of(algo: str, taskset: str) -> Path:
+    return (REPO / "experiments" / "hissd" / f"{taskset}.yaml" if algo == "hissd"
+            else REPO / "experiments" / "baselines" / f"{algo}.yaml")
+
+
+def finished(run: Path, updates: int) -> bool:
+    last = run / "checkpoints" / "last.pt"
+    return last.exists() and torch.load(last, weights_only=False)["update"] >= updates
+
+
+def run(cmd: list[str], log: Path) -> int:
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--taskset", required=True)
+    p.add_argument("--quality", default="expert")
+    p.add_argument("--algos", nargs="+", default=["hissd", "bc", "odis", "updet"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--updates", type=int, default=None)
+    p.add_argument("--episodes", type=int, default=32)
+    p.add_argument("--data", default="datasets/data")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    out = Path(args.out or f"runs/compare/{args.taskset}-{args.quality}")
+    out.mkdir(parents=True, exist_ok=True)
+    shared = shared_overrides(args.taskset, args.quality, args.data, args.updates)
+    updates = int(next(s for s in reversed(shared) if s.startswith("updates=")).split("=")[1])
+    marl = [sys.executable, "-m", "marl.cli"]
+    jobs = [(algo, seed) for seed in args.seeds for algo in args.algos]
+    start = time.perf_counter()
+
+    def one(job) -> tuple[str, int, int]:
+        algo, seed = job
+        folder = out / f"{algo}-seed{seed}"
+        log = out / f"{algo}-seed{seed}.log"
+        if not finished(folder, updates):
+            if (folder / "checkpoints" / "last.pt").exists():
+                cmd = marl + ["train", "--resume", str(folder), f"updates={updates}"]
+            else:
+                cmd = marl + ["train", "--config", str(config_of(algo, args.taskset)),
+                              "--out", str(folder), *shared, f"seed={seed}"]
+            if run(cmd, log):
+                return algo, seed, 1
+        if not (folder / "eval" / "zero_shot.json").exists():
+            code = run(marl + ["evaluate", str(folder), "--workers", "1", "--episodes",
+                               str(args.episodes), "--seeds", "0"], log)
+            if code:
+                return algo, seed, code
+        return algo, seed, 0
+
+    failed = []
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for algo, seed, code in pool.map(one, jobs):
+            status = "ok" if code == 0 else f"FAILED (see {out}/{algo}-seed{seed}.log)"
+            print(f"[{time.perf_counter() - start:6.0f} s] {algo} seed {seed}: {status}",
+                  flush=True)
+            if code:
+                failed.append((algo, seed))
+    done = [out / f"{a}-seed{s}" for a, s in jobs if (a, s) not in failed]
+    if done:
+        subprocess.call(marl + ["compare", *map(str, done), "--out", str(out / "compare")])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

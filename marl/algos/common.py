@@ -1,0 +1,114 @@
+"""What every offline algorithm does with a batch: draw transitions, build token views, mask.
+
+``transitions(batch, spec, steps_per_episode, generator)`` picks ``K`` transitions ``t`` of
+every episode (uniformly among its ``L - 1``; ``K = 0``: every step ``0..T-2``, masked) and
+returns them with their successors ``t + 1`` as :class:`Transitions` of shape ``[B, K, ...]``.
+None of marl's networks is recurrent, so this is all any loss needs, and every network runs once
+over ``[episodes, steps, agents]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from marl.nets import FamilySpec, Tokens
+
+
+def take_steps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``x [B, T, ...]`` at steps ``t [B, K]`` -> ``[B, K, ...]``."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], t]
+
+
+def _take(x: Any, t: torch.Tensor):
+    return take_steps(x, t) if isinstance(x, torch.Tensor) else x.map(lambda v: take_steps(v, t))
+
+
+@dataclass
+class Transitions:
+    view: Any  # the family's observation view at t (EntityObs, JointObs), [B, K, A, ...]
+    view_next: Any
+    obs: Tokens  # observation tokens at t
+    obs_next: Tokens
+    state: Tokens  # state tokens [agents, others] at t
+    state_next: Tokens
+    actions: torch.Tensor  # [B, K, A] long or [B, K, A, n_actions]
+    avail: torch.Tensor | None  # [B, K, A, n_actions] bool (discrete)
+    avail_next: torch.Tensor | None
+    reward: torch.Tensor  # [B, K]
+    terminated: torch.Tensor  # [B, K]
+    step_mask: torch.Tensor  # [B, K] float: 1 for real transitions
+    agents: torch.Tensor  # [B, K, A] bool: real agents at real transitions
+    acting: torch.Tensor  # [B, K, A] bool: agents with a choice (alive)
+    task_id: torch.Tensor  # [B]
+
+    @property
+    def n_steps(self) -> torch.Tensor:
+        return self.step_mask.sum().clamp(min=1.0)
+
+    def step_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Masked mean of a per-transition value ``[B, K]``."""
+        return (x * self.step_mask).sum() / self.n_steps
+
+    def agent_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Masked mean of a per-agent value ``[B, K, A]`` over acting agents."""
+        w = self.acting.to(x.dtype)
+        return (x * w).sum() / w.sum().clamp(min=1.0)
+
+
+def transitions(batch, spec: FamilySpec, steps_per_episode: int,
+                generator: torch.Generator | None = None) -> Transitions:
+    device = batch.reward.device
+    n_trans = batch.mask.sum(1).long().clamp(min=1)  # L - 1 transitions per episode
+    if steps_per_episode:
+        u = torch.rand(batch.batch_size, steps_per_episode, generator=generator)
+        t = (u.to(device) * n_trans[:, None]).long()
+    else:
+        t = torch.arange(batch.max_t - 1, device=device).expand(batch.batch_size, -1)
+    t_next = (t + 1).clamp(max=batch.max_t - 1)
+    step_mask = take_steps(batch.mask, t)
+    view, view_next = _take(batch.obs, t), _take(batch.obs, t_next)
+    agents = batch.agent_mask[:, None, :] & (step_mask[..., None] > 0)
+    avail = avail_next = None
+    acting = agents
+    if spec.discrete:
+        avail, avail_next = take_steps(batch.avail_actions, t), take_steps(batch.avail_actions,
+                                                                           t_next)
+        acting = agents & avail[..., 1:].any(-1)  # a dead agent has only no-op
+    return Transitions(
+        view=view, view_next=view_next,
+        obs=spec.obs_tokens(view), obs_next=spec.obs_tokens(view_next),
+        state=spec.state_tokens(_take(batch.state, t), view),
+        state_next=spec.state_tokens(_take(batch.state, t_next), view_next),
+        actions=take_steps(batch.actions, t), avail=avail, avail_next=avail_next,
+        reward=take_steps(batch.reward, t), terminated=take_steps(batch.terminated, t),
+        step_mask=step_mask, agents=agents, acting=acting, task_id=batch.task_id)
+
+
+def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~avail, float("-inf"))
+
+
+def action_nll(spec: FamilySpec, out: torch.Tensor, tr: Transitions,
+               log_std: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-agent negative log-likelihood ``[B, K, A]`` of the dataset actions: a softmax over
+    available actions (discrete) or a Gaussian with the head's log-std (continuous)."""
+    if spec.discrete:
+        logp = F.log_softmax(masked_logits(out, tr.avail), -1)
+        return -logp.gather(-1, tr.actions[..., None])[..., 0]
+    dist = torch.distributions.Normal(out, log_std.exp())
+    return -(dist.log_prob(tr.actions) * tr.view.action_mask).sum(-1)
+
+
+def greedy(spec: FamilySpec, out: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
+    """Greedy actions from logits/Q-values (discrete, available only) or means (continuous)."""
+    return masked_logits(out, avail).argmax(-1) if spec.discrete else out
+
+
+def mean_terms(per_batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each term averaged over the update's batches (tasks count equally)."""
+    keys = per_batch[0].keys()
+    return {k: torch.stack([b[k] for b in per_batch]).mean() for k in keys}

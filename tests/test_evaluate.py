@@ -1,0 +1,181 @@
+"""Zero-shot evaluation and `marl compare`: the evaluator measures what it claims, reports agree,
+seeds reproduce, bad input fails clearly, seeds aggregate correctly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from marl.compare import compare, markdown, mean_ci
+from marl.config import load_config
+from marl.evaluate import (EvalError, evaluate_run, evaluate_task, markdown_table,
+                           marl_eval_json, write_report)
+from marl.nets import family_spec
+from marl.train import train
+
+TINY_MODEL = ["model.dim=16", "model.ffn_mult=2", "model.hidden=32", "model.skill_dim=16",
+              "model.mixer_dim=8", "model.contrastive_samples=16", "model.steps_per_episode=4"]
+
+
+class FocusFire:
+    """Scripted policy on the entity view: attack the weakest enemy in range, else walk east."""
+
+    spec = family_spec("smac")
+    training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def act(self, view, avail):
+        health = view.enemies[..., 5]
+        shootable = avail[..., 6:]
+        target = torch.where(shootable, health, torch.full_like(health, math.inf)).argmin(-1)
+        walk = torch.where(avail[..., 4], 4, 1)  # east, else stop
+        action = torch.where(shootable.any(-1), 6 + target, walk)
+        return torch.where(avail[..., 0], torch.zeros_like(action), action)
+
+
+class Random(FocusFire):
+    def act(self, view, avail):
+        return (torch.rand(avail.shape, generator=torch.Generator().manual_seed(0)) * avail
+                ).argmax(-1)
+
+
+def test_evaluator_measures_what_it_claims():
+    good = evaluate_task(FocusFire(), "smac:3m", episodes=32, seed=0)
+    bad = evaluate_task(Random(), "smac:3m", episodes=32, seed=0)
+    assert good["win_rate"] > 0.4 and bad["win_rate"] < 0.1, (good["win_rate"], bad["win_rate"])
+    assert good["win_rate"] == pytest.approx(sum(good["episode_wins"]) / 32)
+    assert good["return_mean"] == pytest.approx(sum(good["episode_returns"]) / 32)
+    lo, hi = good["win_rate_ci95"]
+    assert lo < good["win_rate"] < hi
+    assert len(good["episode_lengths"]) == 32 and min(good["episode_lengths"]) >= 1
+    # a won SMAC battle returns exactly 20
+    for won, ret in zip(good["episode_wins"], good["episode_returns"]):
+        if won:
+            assert ret == pytest.approx(20.0, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    taskset, root = tiny_data
+    run = tmp_path_factory.mktemp("eval") / "run"
+    cfg = load_config(None, [f"data.taskset={taskset}", f"data.root={root}", "data.episodes=24",
+                             "batch_size=4", "threads=1", "updates=3", *TINY_MODEL])
+    train(cfg, run, log=lambda s: None)
+    return run
+
+
+def test_report_json_markdown_and_marl_eval_agree(tiny_run, tmp_path):
+    report = evaluate_run(tiny_run, tasks=["smac:3m", "smac:12m"], episodes=4, seeds=[0, 1],
+                          workers=1, log=lambda s: None)
+    paths = write_report(report, tmp_path, tensorboard_dir=tmp_path / "tb")
+    saved = json.loads(paths["json"].read_text())
+    table = paths["markdown"].read_text()
+    assert saved["errors"] == [] and len(saved["results"]) == 4
+    assert {(r["task"], r["seed"], r["split"]) for r in saved["results"]} == {
+        ("smac:3m", 0, "train"), ("smac:3m", 1, "train"),
+        ("smac:12m", 0, "unseen"), ("smac:12m", 1, "unseen")}
+    for r in saved["results"]:
+        lo, hi = r["win_rate_ci95"]
+        assert f"| {r['task']} | {r['split']} | {r['seed']} | {r['win_rate']:.3f} " \
+               f"({lo:.3f}-{hi:.3f}) | {r['return_mean']:.2f} ± {r['return_std']:.2f}" in table
+    s = saved["summary"]
+    by_task = {t: [r["win_rate"] for r in saved["results"] if r["task"] == t]
+               for t in ("smac:3m", "smac:12m")}
+    assert s["tasks"]["smac:12m"] == pytest.approx(sum(by_task["smac:12m"]) / 2)
+    assert s["unseen_mean"] == pytest.approx(s["tasks"]["smac:12m"])
+    assert f"| **mean of unseen tasks** | unseen | all | {s['unseen_mean']:.3f}" in table
+    me = json.loads(paths["marl_eval"].read_text())
+    runs = me["smac"]["12m"]["hissd"]
+    assert set(runs) == {"seed_0", "seed_1"}
+    wins = runs["seed_1"]["absolute_metrics"]["win_rate"]
+    assert len(wins) == 4 and sum(wins) / 4 == by_task["smac:12m"][1]
+    assert marl_eval_json(report) == me
+    assert list((tmp_path / "tb").iterdir())
+
+
+def test_same_seed_same_results_and_workers_agree(tiny_run):
+    a = evaluate_run(tiny_run, tasks=["smac:3m", "smac:4m"], episodes=4, workers=1,
+                     log=lambda s: None)
+    b = evaluate_run(tiny_run, tasks=["smac:3m", "smac:4m"], episodes=4, workers=2,
+                     log=lambda s: None)
+    key = lambda rep: sorted((r["task"], r["episode_returns"], r["episode_wins"])  # noqa: E731
+                             for r in rep["results"])
+    assert key(a) == key(b)
+
+
+def test_a_failing_task_is_reported_and_the_others_finish(tiny_run, tmp_path):
+    from marl.cli import main
+
+    code = main(["evaluate", str(tiny_run), "--tasks", "smac:3m,smac:0m", "--episodes", "2",
+                 "--workers", "2", "--out", str(tmp_path)])
+    assert code == 1
+    report = json.loads((tmp_path / "zero_shot.json").read_text())
+    assert [r["task"] for r in report["results"]] == ["smac:3m"]
+    assert [e["task"] for e in report["errors"]] == ["smac:0m"]
+    assert "smac:0m" in (tmp_path / "zero_shot.md").read_text()
+
+
+def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
+    from marl.cli import main
+
+    with pytest.raises(EvalError, match="family 'mpe'.*trained on 'smac'"):
+        evaluate_run(tiny_run, tasks=["mpe:spread-3"], workers=1)
+    with pytest.raises(EvalError, match="unknown task family"):
+        evaluate_run(tiny_run, tasks=["smoc:3m"], workers=1)
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt["algo"] = "bc"
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(EvalError, match="algorithm 'bc', not 'hissd'"):
+        evaluate_run(tiny_run, checkpoint=str(tmp_path / "other.pt"), workers=1)
+    ckpt["algo"], ckpt["version"] = "hissd", 99
+    torch.save(ckpt, tmp_path / "future.pt")
+    assert main(["evaluate", str(tiny_run), "--checkpoint", str(tmp_path / "future.pt")]) == 2
+    assert "not a marl checkpoint of version 1" in capsys.readouterr().err
+
+
+def _report(algo: str, run: str, scores: dict[str, float], unseen: list[str]) -> dict:
+    rows = [{"task": t, "split": "unseen" if t in unseen else "train", "win_rate": v}
+            for t, v in scores.items()]
+    u = [v for t, v in scores.items() if t in unseen]
+    return {"algo": algo, "run": run, "results": rows,
+            "summary": {"metric": "win_rate", "tasks": scores,
+                        "unseen_mean": sum(u) / len(u), "train_mean": None}}
+
+
+def test_compare_aggregates_seeds():
+    unseen = ["smac:12m", "smac:4m"]
+    reports = [_report("hissd", f"h{i}", {"smac:3m": 1.0, "smac:12m": v, "smac:4m": w}, unseen)
+               for i, (v, w) in enumerate([(0.5, 0.7), (0.6, 0.8), (0.7, 0.9)])]
+    reports.append(_report("bc", "b0", {"smac:3m": 0.9, "smac:12m": 0.4, "smac:4m": 0.2}, unseen))
+    result = compare(reports)
+    m, lo, hi, n = result["table"]["hissd"]["smac:12m"]
+    assert n == 3 and m == pytest.approx(0.6)
+    half = 4.303 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sample std / sqrt(n)
+    assert lo == pytest.approx(0.6 - half) and hi == pytest.approx(0.6 + half)
+    assert result["table"]["hissd"]["unseen mean"][0] == pytest.approx(0.7)
+    assert result["table"]["bc"]["smac:4m"] == [0.2, 0.2, 0.2, 1]
+    table = markdown(result)
+    assert "| hissd | 0.60 [" in table and "| bc | 0.40 (1)" in table
+    assert table.index("12m") < table.index("3m (train)")
+    assert mean_ci([1.0]) == (1.0, 1.0, 1.0)
+    labelled = compare(reports, labels=["a", "a", "b", "c"])
+    assert set(labelled["table"]) == {"a", "b", "c"}
+    with pytest.raises(EvalError, match="2 labels for 4 runs"):
+        compare(reports, labels=["a", "b"])
+
+
+def test_markdown_table_of_a_report_lists_errors():
+    report = {"algo": "hissd", "taskset": "t", "quality": "expert", "checkpoint": "c",
+              "update": 1, "episodes": 2, "results": [],
+              "errors": [{"task": "smac:0m", "seed": 0, "error": "EnvError: bad map"}],
+              "summary": {"metric": "win_rate", "tasks": {}, "train_mean": None,
+                          "unseen_mean": None}}
+    assert "| smac:0m | error | 0 | EnvError: bad map |" in markdown_table(report)
