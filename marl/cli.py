@@ -17,6 +17,8 @@
     marl evaluate RUN_DIR [--checkpoint last|best|PATH] [--taskset T | --tasks A,B] [--seeds ...]
                                            zero-shot evaluation: JSON, marl-eval JSON, Markdown
     marl compare RUN_DIR ... [--out FILE]  algorithms x tasks, mean and 95 % CI over seeds
+    marl visualize RUN_DIR --task TASK [--episodes N] [--out DIR]
+                                           skill timelines, skill maps, replays, TensorBoard
 
 User mistakes (a bad task name, backend or option) end with one ``marl: error: ...`` line and
 exit status 2, never a traceback from the simulator underneath.
@@ -181,6 +183,16 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visualize(args: argparse.Namespace) -> int:
+    from marl.viz import visualize
+
+    map_tasks = [t.strip() for t in args.map_tasks.split(",")] if args.map_tasks else None
+    visualize(args.run, args.task, episodes=args.episodes, out=args.out,
+              checkpoint=args.checkpoint, clusters=args.clusters, seed=args.seed,
+              map_tasks=map_tasks)
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from marl.quickstart import quickstart
 
@@ -288,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--name", default="zero_shot", help="report file name")
     cmp_.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     cmp_.set_defaults(func=_compare)
+
+    viz = groups.add_parser("visualize", help="skill timelines, skill maps, annotated replays")
+    viz.add_argument("run", help="run folder of a skill-based algorithm (HiSSD, ODIS)")
+    viz.add_argument("--task", required=True, help="e.g. smac:12m (training or unseen)")
+    viz.add_argument("--episodes", type=int, default=4)
+    viz.add_argument("--out", default=None, help="default RUN/figures/<task>")
+    viz.add_argument("--checkpoint", default="last")
+    viz.add_argument("--clusters", type=int, default=None, help="skill clusters (default: auto)")
+    viz.add_argument("--map-tasks", default=None,
+                     help="tasks for the skill maps besides --task (default: training tasks)")
+    viz.add_argument("--seed", type=int, default=0)
+    viz.set_defaults(func=_visualize)
     return parser
 
 
@@ -295,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     from envs import EnvError
     from marl.data.format import DatasetError
     from marl.evaluate import EvalError
+    from marl.viz import VizError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-    except (EnvError, DatasetError, EvalError) as err:  # user mistakes: one line, no traceback
+    except (EnvError, DatasetError, EvalError, VizError) as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
     return status or 0

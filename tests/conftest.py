@@ -79,3 +79,29 @@ def dataset(tiny_data):
 
     taskset, root = tiny_data
     return MultiTaskDataset.from_taskset(str(taskset), "expert", root)
+
+
+TINY_HISSD = ["model.dim=16", "model.ffn_mult=2", "model.hidden=32", "model.skill_dim=16",
+              "model.mixer_dim=8", "model.contrastive_samples=16", "model.steps_per_episode=4"]
+
+
+def tiny_run_of(tiny_data, run, algo: str = "hissd", updates: int = 3):
+    """A tiny trained run of ``algo`` on the tiny data."""
+    from marl.config import load_config
+    from marl.train import train
+
+    taskset, root = tiny_data
+    model = TINY_HISSD if algo == "hissd" else ["model.dim=16", "model.ffn_mult=2",
+                                                "model.hidden=32", "model.steps_per_episode=4"]
+    if algo == "odis":
+        model = model + ["model.pretrain_updates=1"]
+    cfg = load_config(None, [f"algo={algo}", f"data.taskset={taskset}", f"data.root={root}",
+                             "data.episodes=24", "batch_size=4", "threads=1",
+                             f"updates={updates}", *model])
+    train(cfg, run, log=lambda s: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    return tiny_run_of(tiny_data, tmp_path_factory.mktemp("runs") / "hissd")

@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from marl.compare import compare, markdown, mean_ci
-from marl.config import load_config
 from marl.evaluate import (EvalError, evaluate_run, evaluate_task, markdown_table,
                            marl_eval_json, write_report)
 from marl.nets import family_spec
-from marl.train import train
-
-TINY_MODEL = ["model.dim=16", "model.ffn_mult=2", "model.hidden=32", "model.skill_dim=16",
-              "model.mixer_dim=8", "model.contrastive_samples=16", "model.steps_per_episode=4"]
-
 
 class FocusFire:
     """Scripted policy on the entity view: attack the weakest enemy in range, else walk east."""
@@ -60,16 +54,6 @@ def test_evaluator_measures_what_it_claims():
     for won, ret in zip(good["episode_wins"], good["episode_returns"]):
         if won:
             assert ret == pytest.approx(20.0, abs=1e-3)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    taskset, root = tiny_data
-    run = tmp_path_factory.mktemp("eval") / "run"
-    cfg = load_config(None, [f"data.taskset={taskset}", f"data.root={root}", "data.episodes=24",
-                             "batch_size=4", "threads=1", "updates=3", *TINY_MODEL])
-    train(cfg, run, log=lambda s: None)
-    return run
 
 
 def test_report_json_markdown_and_marl_eval_agree(tiny_run, tmp_path):
