@@ -119,6 +119,17 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "last", device: str = 
     return cfg, model.eval(), path, ckpt
 
 
+def check_task_family(task: str, ckpt: dict, path: Path) -> None:
+    """EvalError unless ``task`` is a known task of the family the checkpoint was trained on."""
+    try:
+        family = envs.split_task(task)[0].name
+    except envs.EnvError as exc:
+        raise EvalError(str(exc)) from None
+    if family != ckpt["family"]:
+        raise EvalError(f"{task} is of family {family!r}; {path} was trained on "
+                        f"{ckpt['family']!r} tasks")
+
+
 def _worker(run_dir: str, checkpoint: str, device: str, jobs, results) -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -210,13 +221,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
         raise EvalError(str(exc)) from None
     tasks = list(tasks) if tasks else list(dict.fromkeys(ts.train_tasks + ts.test_tasks))
     for task in tasks:  # a clear error before any process starts
-        try:
-            family = envs.split_task(task)[0].name
-        except envs.EnvError as exc:
-            raise EvalError(str(exc)) from None
-        if family != ckpt["family"]:
-            raise EvalError(f"{task} is of family {family!r}; {path} was trained on "
-                            f"{ckpt['family']!r} tasks")
+        check_task_family(task, ckpt, path)
     jobs = [(task, int(seed), episodes, dict(ts.env_options)) for task in tasks for seed in seeds]
     log(f"evaluating {path} (update {ckpt['update']}) on {len(tasks)} tasks x {len(seeds)} "
         f"seed(s) x {episodes} episodes, {workers} worker(s)")

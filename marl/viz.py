@@ -321,22 +321,16 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
     from torch.utils.tensorboard import SummaryWriter
 
     from envs.tasksets import load_taskset
-    from marl.evaluate import EvalError, load_run_model
+    from marl.evaluate import EvalError, check_task_family, load_run_model
 
     try:
         cfg, model, path, ckpt = load_run_model(run_dir, checkpoint)
+        check_task_family(task, ckpt, path)
     except EvalError as exc:
         raise VizError(str(exc)) from None
     if not getattr(model, "has_skills", False):
         raise VizError(f"{run_dir} is a {cfg.algo} run: it has no skills to visualise "
                        "(HiSSD and ODIS runs have)")
-    try:
-        family = envs.split_task(task)[0].name
-    except envs.EnvError as exc:
-        raise VizError(str(exc)) from None
-    if family != ckpt["family"]:
-        raise VizError(f"{task} is of family {family!r}; {path} was trained on "
-                       f"{ckpt['family']!r} tasks")
     options = dict(load_taskset(cfg.data.taskset).env_options)
     out = Path(out or Path(run_dir) / "figures" / task.replace(":", "_"))
     out.mkdir(parents=True, exist_ok=True)

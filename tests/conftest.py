@@ -105,3 +105,18 @@ def tiny_run_of(tiny_data, run, algo: str = "hissd", updates: int = 3):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory):
     return tiny_run_of(tiny_data, tmp_path_factory.mktemp("runs") / "hissd")
+
+
+def fit(model, batches, updates: int, start: int = 0, lr: float = 3e-3) -> list[dict]:
+    """``updates`` AdamW steps of ``model`` on fixed ``batches`` (the same transitions each
+    time); the loss stats of every update."""
+    optim = torch.optim.AdamW(model.parameters(), lr=lr)
+    history = []
+    for update in range(start + 1, start + updates + 1):
+        loss, stats = model.loss(batches, torch.Generator().manual_seed(1))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        model.after_update(update)
+        history.append(stats)
+    return history

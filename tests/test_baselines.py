@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import fit
 from marl.algos import build, registry
 from marl.config import load_config
 from marl.evaluate import evaluate_task
@@ -21,18 +22,9 @@ def _model(name: str, **extra):
 
 
 def _fit(model, dataset, updates: int, start: int = 0):
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    fixed = [dataset.sample(8, task=t, generator=gen) for t in dataset.tasks]
-    history = []
-    for update in range(start + 1, start + updates + 1):
-        loss, stats = model.loss(fixed, torch.Generator().manual_seed(1))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        model.after_update(update)
-        history.append(stats)
-    return history
+    return fit(model, [dataset.sample(8, task=t, generator=gen) for t in dataset.tasks],
+               updates, start)
 
 
 @pytest.mark.parametrize("name,term", [("bc", "bc"), ("updet", "td"), ("odis", "reconstruction")])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit
 from marl.algos.hissd import HiSSD, HissdConfig
 from marl.evaluate import evaluate_task
 from marl.nets import TransformerMixer, Tokens, family_spec
@@ -24,17 +25,7 @@ def _batches(ds, gen, batch_size=8):
 def test_every_loss_term_is_finite_and_decreases(dataset):
     torch.manual_seed(0)
     model = HiSSD(family_spec("smac"), TINY)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    fixed = _batches(dataset, gen)
-    history = []
-    for update in range(1, 61):
-        loss, stats = model.loss(fixed, torch.Generator().manual_seed(1))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        model.after_update(update)
-        history.append(stats)
+    history = fit(model, _batches(dataset, torch.Generator().manual_seed(0)), 60)
     for key in ("bc", "value", "prediction", "contrastive", "loss"):
         values = [h[key] for h in history]
         assert all(torch.isfinite(torch.tensor(values))), key
@@ -192,17 +183,7 @@ def test_other_families_learn_and_act_on_unseen_tasks(tmp_path, tasks, unseen):
     family = ds.family
     torch.manual_seed(0)
     model = HiSSD(family_spec(family), TINY)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    fixed = _batches(ds, gen, batch_size=4)
-    history = []
-    for update in range(1, 41):
-        loss, stats = model.loss(fixed, torch.Generator().manual_seed(1))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        model.after_update(update)
-        history.append(stats)
+    history = fit(model, _batches(ds, torch.Generator().manual_seed(0), batch_size=4), 40)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     assert history[-1]["bc"] < history[0]["bc"] - 0.05
     assert history[-1]["prediction"] < history[0]["prediction"]

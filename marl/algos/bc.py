@@ -13,18 +13,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from marl.algos.common import action_nll, greedy, mean_terms, transitions
+from marl.algos.common import NetConfig, action_nll, greedy, mean_terms, transitions
 from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens
 
 
 @dataclass
-class BCConfig:
-    dim: int = 64
-    heads: int = 1
-    depth: int = 1
-    ffn_mult: int = 4
-    hidden: int = 128
-    steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
+class BCConfig(NetConfig):
+    pass
 
 
 class BC(nn.Module):

@@ -9,13 +9,40 @@ over ``[episodes, steps, agents]``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from marl.nets import FamilySpec, Tokens
+
+
+@dataclass
+class NetConfig:
+    """Sizes every algorithm's entity transformers share (HiSSD's released sizes)."""
+
+    dim: int = 64  # entity transformer width (entity_embed_dim)
+    heads: int = 1
+    depth: int = 1
+    ffn_mult: int = 4  # transformer feed-forward width / dim
+    hidden: int = 128  # MLP heads (64 -> 128 -> out)
+    steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
+
+
+def make_targets(module: nn.Module, names: tuple[str, ...]) -> nn.ModuleDict:
+    """Frozen copies of ``module``'s submodules ``names`` (target networks)."""
+    target = nn.ModuleDict({n: copy.deepcopy(getattr(module, n)) for n in names})
+    target.requires_grad_(False)
+    return target
+
+
+def copy_targets(module: nn.Module) -> None:
+    """Hard update: every target network takes its online network's parameters."""
+    for name, target in module.target.items():
+        target.load_state_dict(getattr(module, name).state_dict())
 
 
 def take_steps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

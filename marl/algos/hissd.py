@@ -33,24 +33,19 @@ Ablations are switches: ``common_skills``, ``task_skills``, ``advantage_weightin
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import action_nll, greedy, transitions
+from marl.algos.common import (NetConfig, action_nll, copy_targets, greedy, make_targets,
+                               transitions)
 from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
 
 
 @dataclass
-class HissdConfig:
-    dim: int = 64  # entity transformer width (HiSSD: entity_embed_dim 64)
-    heads: int = 1
-    depth: int = 1
-    ffn_mult: int = 4  # transformer feed-forward width / dim
-    hidden: int = 128  # MLP heads (HiSSD: 64 -> 128 -> out)
+class HissdConfig(NetConfig):
     skill_dim: int = 64  # common-skill tokens and task-specific skills
     mixer_dim: int = 32  # mixer transformer width and mixing width (HiSSD: 32)
     gamma: float = 0.99
@@ -63,7 +58,6 @@ class HissdConfig:
     prediction_coef: float = 1.0
     value_coef: float = 1.0
     target_update_interval: int = 50  # updates between hard target copies
-    steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
     common_skills: bool = True  # ablation: no planner, no forward prediction
     task_skills: bool = True  # ablation: no task-specific skill z
     advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
@@ -101,10 +95,7 @@ class HiSSD(nn.Module):
             self.value = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
             self.value_head = mlp(d, h, 1)
             self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
-            self.target = nn.ModuleDict({"value": copy.deepcopy(self.value),
-                                         "value_head": copy.deepcopy(self.value_head),
-                                         "mixer": copy.deepcopy(self.mixer)})
-            self.target.requires_grad_(False)
+            self.target = make_targets(self, ("value", "value_head", "mixer"))
 
     # ------------------------------------------------------------------ skills and actions
     def common_skill_tokens(self, obs: Tokens) -> list[torch.Tensor]:
@@ -269,7 +260,5 @@ class HiSSD(nn.Module):
     def after_update(self, update: int) -> None:
         """Hard target copies every ``target_update_interval`` updates."""
         if hasattr(self, "target") and update % self.cfg.target_update_interval == 0:
-            self.target["value"].load_state_dict(self.value.state_dict())
-            self.target["value_head"].load_state_dict(self.value_head.state_dict())
-            self.target["mixer"].load_state_dict(self.mixer.state_dict())
+            copy_targets(self)
 

@@ -20,24 +20,19 @@ Acting is decentralised: ``z_i = argmax_z Q_i(o_i, z)``, then the decoder's gree
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import action_nll, greedy, mean_terms, transitions
+from marl.algos.common import (NetConfig, action_nll, copy_targets, greedy, make_targets,
+                               mean_terms, transitions)
 from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
 
 
 @dataclass
-class OdisConfig:
-    dim: int = 64
-    heads: int = 1
-    depth: int = 1
-    ffn_mult: int = 4
-    hidden: int = 128
+class OdisConfig(NetConfig):
     n_skills: int = 3  # ODIS skill_dim (per task set)
     pretrain_updates: int = 1000  # stage 1 length; the rest of `updates` is stage 2
     kl_coef: float = 0.001  # ODIS beta
@@ -47,7 +42,6 @@ class OdisConfig:
     reward_scale: float = 0.1
     cql_coef: float = 5.0
     target_update_interval: int = 50
-    steps_per_episode: int = 8
 
 
 class ODIS(nn.Module):
@@ -66,10 +60,7 @@ class ODIS(nn.Module):
         self.q_encoder = EntityTransformer(spec.obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
         self.q_head = mlp(d, cfg.hidden, k)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
-        self.target = nn.ModuleDict({"q_encoder": copy.deepcopy(self.q_encoder),
-                                     "q_head": copy.deepcopy(self.q_head),
-                                     "mixer": copy.deepcopy(self.mixer)})
-        self.target.requires_grad_(False)
+        self.target = make_targets(self, ("q_encoder", "q_head", "mixer"))
         self.register_buffer("updates_done", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ networks
@@ -148,5 +139,4 @@ class ODIS(nn.Module):
     def after_update(self, update: int) -> None:
         self.updates_done.fill_(update)
         if update % self.cfg.target_update_interval == 0:
-            for name in ("q_encoder", "q_head", "mixer"):
-                self.target[name].load_state_dict(getattr(self, name).state_dict())
+            copy_targets(self)

@@ -12,29 +12,23 @@ actions evaluated by the target network (double Q); a CQL term
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from marl.algos.common import greedy, masked_logits, mean_terms, transitions
+from marl.algos.common import (NetConfig, copy_targets, greedy, make_targets, masked_logits,
+                               mean_terms, transitions)
 from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer
 
 
 @dataclass
-class UpdetConfig:
-    dim: int = 64
-    heads: int = 1
-    depth: int = 1
-    ffn_mult: int = 4
-    hidden: int = 128
+class UpdetConfig(NetConfig):
     mixer_dim: int = 32
     gamma: float = 0.99
     reward_scale: float = 0.1
     cql_coef: float = 5.0
     target_update_interval: int = 50
-    steps_per_episode: int = 8
 
 
 class UPDeT(nn.Module):
@@ -50,10 +44,7 @@ class UPDeT(nn.Module):
                                          cfg.ffn_mult)
         self.q_head = ActionHead(spec, cfg.dim, cfg.hidden)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
-        self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder),
-                                     "q_head": copy.deepcopy(self.q_head),
-                                     "mixer": copy.deepcopy(self.mixer)})
-        self.target.requires_grad_(False)
+        self.target = make_targets(self, ("encoder", "q_head", "mixer"))
 
     def q_values(self, obs: Tokens, nets=None) -> torch.Tensor:
         encoder, head = (self.encoder, self.q_head) if nets is None else (nets["encoder"],
@@ -89,5 +80,4 @@ class UPDeT(nn.Module):
 
     def after_update(self, update: int) -> None:
         if update % self.cfg.target_update_interval == 0:
-            for name in ("encoder", "q_head", "mixer"):
-                self.target[name].load_state_dict(getattr(self, name).state_dict())
+            copy_targets(self)
