@@ -192,6 +192,30 @@ def timeline_figure(rollout: Rollout, labels: np.ndarray, episode: int, k: int):
     return fig
 
 
+def joint_timeline_figure(rollout: Rollout, clusters: SkillClusters, episode: int):
+    """MuJoCo: the common skill of every controlled joint token over time (rows: agent/joint)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    length = int(rollout.lengths[episode])
+    skills = rollout.skills["joint_common"][episode, :length]  # [T, A, J, k]
+    mask = rollout.skills["joint_mask"][episode, 0].astype(bool)  # [A, J]
+    labels = clusters.predict(skills)[:, mask].T  # [rows, T]
+    rows = [f"agent {a} / token {j}" for a, j in zip(*np.nonzero(mask))]
+    k = len(clusters.centers)
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
+    ax.imshow(labels, aspect="auto", cmap=ListedColormap(PALETTE[:k]), vmin=0, vmax=k - 1,
+              interpolation="nearest")
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_title(f"{rollout.task}: common skill of each joint token over time (episode {episode})")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[i]) for i in range(k)]
+    ax.legend(handles, [f"skill {i}" for i in range(k)], loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def skill_maps(rollouts: list[Rollout], seed: int = 0, per_task: int = 400):
     """PCA and t-SNE figures of each kind of continuous skill, and silhouette scores by task."""
     import matplotlib.pyplot as plt
@@ -354,6 +378,7 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
         fitted = None
         summary["clusters"] = {"k": int(main.skills["skill_values"].shape[-1]), "discrete": True}
     k = summary["clusters"]["k"]
+    summary["episode_lengths"] = main.lengths.tolist()
     labels = _labels(main, fitted)
     np.save(out / "timeline_labels.npy", labels)
     writer = SummaryWriter(str(out / "tb"))
@@ -361,6 +386,16 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
         fig = timeline_figure(main, labels, e, k)
         written.setdefault("timelines", []).extend(_save(fig, out / f"timeline_ep{e}"))
         writer.add_figure(f"timeline/{task}/episode_{e}", fig, close=True)
+    if "joint_common" in main.skills:  # MuJoCo: joint-level timelines, own clustering
+        joints = np.concatenate([r.skills["joint_common"][r.acting][r.skills["joint_mask"]
+                                                                    [r.acting].astype(bool)]
+                                 for r in rollouts])
+        joint_clusters, _ = fit_clusters(joints, clusters, seed)
+        for e in range(episodes):
+            fig = joint_timeline_figure(main, joint_clusters, e)
+            written.setdefault("joint_timelines", []).extend(
+                _save(fig, out / f"joint_timeline_ep{e}"))
+            writer.add_figure(f"joint_timeline/{task}/episode_{e}", fig, close=True)
     continuous = [kind for kind in ("common", "task") if kind in main.skills]
     if continuous:
         figures, sil, points, meta, names = skill_maps(rollouts, seed)

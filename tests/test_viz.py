@@ -29,10 +29,11 @@ def test_figures_and_replay_are_made(drawn):
         with Image.open(a / f"{name}.png") as img:
             assert img.size[0] >= 800 and img.size[1] >= 300, name
         assert (a / f"{name}.svg").stat().st_size > 10_000
+    lengths = summary["episode_lengths"]
     labels = np.load(a / "timeline_labels.npy")
-    length = int((labels[0] >= 0).any(-1).sum())  # steps with a live agent in episode 0
+    assert labels.shape[:2] == (2, max(lengths)) and (labels[0, lengths[0]:] == -1).all()
     with Image.open(a / "replay_ep0.gif") as gif:
-        assert gif.size == (600, 600) and gif.n_frames >= length
+        assert gif.size == (600, 600) and gif.n_frames == lengths[0]
     assert summary["clusters"]["k"] == 3
     sil = json.loads((a / "skill_maps.json").read_text())["silhouette_by_task"]
     assert set(sil) == {"common", "task"} and all(-1 <= v <= 1 for v in sil.values())
@@ -97,3 +98,29 @@ def test_bad_input_is_one_clear_error(tiny_data, tiny_run, tmp_path, capsys):
         visualize(tiny_run, "mpe:spread-3", log=lambda s: None)
     assert main(["visualize", str(tiny_run), "--task", "smoc:3m"]) == 2
     assert "unknown task family" in capsys.readouterr().err
+
+
+def test_mujoco_run_gets_agent_and_joint_timelines(tmp_path):
+    """A MuJoCo HiSSD run (random-action data): skill and joint-level timelines, skill maps;
+    no replay (no SMAX units)."""
+    from conftest import write_random
+    from marl.data.loader import dataset_path
+
+    tasks = ["mamujoco:Hopper-3x1", "mamujoco:Walker2d-2x3"]
+    taskset = tmp_path / "tiny-mujoco.yaml"
+    taskset.write_text("name: tiny-mujoco\nfamily: mamujoco\ndescription: test\n"
+                       f"train_tasks: [{', '.join(tasks)}]\ntest_tasks: [{tasks[0]}]\n"
+                       "qualities: [expert]\nenv_options: {}\n")
+    for i, task in enumerate(tasks):
+        path = dataset_path(tmp_path / "data", task, "expert")
+        path.parent.mkdir(parents=True)
+        write_random(path, task, episodes=6, seed=i, quality="expert")
+    run = tiny_run_of((taskset, tmp_path / "data"), tmp_path / "run", updates=2)
+    summary = visualize(run, "mamujoco:Hopper-3x1", episodes=1, out=tmp_path / "viz",
+                        clusters=2, log=lambda s: None)
+    files = summary["files"]
+    assert len(files["timelines"]) == 2 and len(files["joint_timelines"]) == 2
+    assert "replay" not in files
+    with Image.open(tmp_path / "viz" / "joint_timeline_ep0.png") as img:
+        assert img.size[0] >= 800
+    assert set(summary["silhouette_by_task"]) == {"common", "task"}

@@ -132,11 +132,17 @@ class HiSSD(nn.Module):
 
     @torch.no_grad()
     def skills(self, view) -> dict[str, torch.Tensor]:
-        """Each agent's common skill (its own token's) and task-specific skill ``z``."""
+        """Each agent's common skill (its own token's) and task-specific skill ``z``; for
+        continuous families also the common skill of every joint token (``joint_common``
+        ``[..., J, k]``, with ``joint_mask``)."""
         obs = self.spec.obs_tokens(view)
         out = {}
         if self.cfg.common_skills:
-            out["common"] = self.common_skill_tokens(obs)[0][..., 0, :]
+            tokens = self.common_skill_tokens(obs)
+            out["common"] = tokens[0][..., 0, :]
+            if not self.spec.discrete:
+                out["joint_common"] = tokens[self.spec.entity_group]
+                out["joint_mask"] = obs.masks[self.spec.entity_group]
         if self.cfg.task_skills:
             out["task"] = self.task_head(self.task_encoding(obs))
         return out
