@@ -214,7 +214,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
                 writer.add_scalar("speed/samples_per_s", rate * samples_per_update, update)
                 terms = " ".join(f"{k} {v:.3f}" for k, v in stats.items()
                                  if k in ("loss", "bc", "value", "prediction", "contrastive"))
-                log(f"[{update:>6}/{cfg.updates}] {rate:.2f} updates/s  {terms}")
+                eta = (cfg.updates - update) / max(rate, 1e-9)
+                bar = "#" * int(20 * update / cfg.updates)
+                log(f"[{bar:<20}] {update:>6}/{cfg.updates} {rate:.2f} updates/s, "
+                    f"{eta / 60:.1f} min left  {terms}")
         evaluate_now = cfg.eval.interval and (update % cfg.eval.interval == 0
                                               or update == cfg.updates)
         if evaluate_now:

@@ -1,8 +1,8 @@
 """What every offline algorithm does with a batch: draw transitions, build token views, mask.
 
 ``transitions(batch, spec, steps_per_episode, generator)`` picks ``K`` transitions ``t`` of
-every episode (uniformly among its ``L - 1``; ``K = 0``: every step ``0..T-2``, masked) and
-returns them with their successors ``t + 1`` as :class:`Transitions` of shape ``[B, K, ...]``.
+every episode (uniformly among its ``L - 1``; ``K = 0``: every real transition, and no padded
+step) and returns them with their successors ``t + 1`` as :class:`Transitions`.
 None of marl's networks is recurrent, so this is all any loss needs, and every network runs once
 over ``[episodes, steps, agents]``.
 """
@@ -45,13 +45,18 @@ def copy_targets(module: nn.Module) -> None:
         target.load_state_dict(getattr(module, name).state_dict())
 
 
-def take_steps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x [B, T, ...]`` at steps ``t [B, K]`` -> ``[B, K, ...]``."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], t]
+def take_steps(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """``x [B, T, ...]`` at steps ``t [R, K]`` of episodes ``rows [R]`` (default: every
+    episode, ``R = B``) -> ``[R, K, ...]``."""
+    if rows is None:
+        rows = torch.arange(x.shape[0], device=x.device)
+    return x[rows[:, None], t]
 
 
-def _take(x: Any, t: torch.Tensor):
-    return take_steps(x, t) if isinstance(x, torch.Tensor) else x.map(lambda v: take_steps(v, t))
+def _take(x: Any, t: torch.Tensor, rows: torch.Tensor):
+    return (take_steps(x, t, rows) if isinstance(x, torch.Tensor)
+            else x.map(lambda v: take_steps(v, t, rows)))
 
 
 @dataclass
@@ -88,31 +93,37 @@ class Transitions:
 
 def transitions(batch, spec: FamilySpec, steps_per_episode: int,
                 generator: torch.Generator | None = None) -> Transitions:
+    """``steps_per_episode`` K > 0: K transitions drawn uniformly from each episode's
+    ``L - 1``, shape ``[B, K, ...]``. K = 0: every real transition of the batch and nothing
+    else (padded steps are never computed), shape ``[N, 1, ...]`` for N transitions."""
     device = batch.reward.device
-    n_trans = batch.mask.sum(1).long().clamp(min=1)  # L - 1 transitions per episode
     if steps_per_episode:
+        rows = torch.arange(batch.batch_size, device=device)
+        n_trans = batch.mask.sum(1).long().clamp(min=1)  # L - 1 transitions per episode
         u = torch.rand(batch.batch_size, steps_per_episode, generator=generator)
         t = (u.to(device) * n_trans[:, None]).long()
     else:
-        t = torch.arange(batch.max_t - 1, device=device).expand(batch.batch_size, -1)
+        rows, steps = torch.nonzero(batch.mask > 0, as_tuple=True)
+        t = steps[:, None]
     t_next = (t + 1).clamp(max=batch.max_t - 1)
-    step_mask = take_steps(batch.mask, t)
-    view, view_next = _take(batch.obs, t), _take(batch.obs, t_next)
-    agents = batch.agent_mask[:, None, :] & (step_mask[..., None] > 0)
+    step_mask = take_steps(batch.mask, t, rows)
+    view, view_next = _take(batch.obs, t, rows), _take(batch.obs, t_next, rows)
+    agents = batch.agent_mask[rows][:, None, :] & (step_mask[..., None] > 0)
     avail = avail_next = None
     acting = agents
     if spec.discrete:
-        avail, avail_next = take_steps(batch.avail_actions, t), take_steps(batch.avail_actions,
-                                                                           t_next)
+        avail = take_steps(batch.avail_actions, t, rows)
+        avail_next = take_steps(batch.avail_actions, t_next, rows)
         acting = agents & avail[..., 1:].any(-1)  # a dead agent has only no-op
     return Transitions(
         view=view, view_next=view_next,
         obs=spec.obs_tokens(view), obs_next=spec.obs_tokens(view_next),
-        state=spec.state_tokens(_take(batch.state, t), view),
-        state_next=spec.state_tokens(_take(batch.state, t_next), view_next),
-        actions=take_steps(batch.actions, t), avail=avail, avail_next=avail_next,
-        reward=take_steps(batch.reward, t), terminated=take_steps(batch.terminated, t),
-        step_mask=step_mask, agents=agents, acting=acting, task_id=batch.task_id)
+        state=spec.state_tokens(_take(batch.state, t, rows), view),
+        state_next=spec.state_tokens(_take(batch.state, t_next, rows), view_next),
+        actions=take_steps(batch.actions, t, rows), avail=avail, avail_next=avail_next,
+        reward=take_steps(batch.reward, t, rows),
+        terminated=take_steps(batch.terminated, t, rows),
+        step_mask=step_mask, agents=agents, acting=acting, task_id=batch.task_id[rows])
 
 
 def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ Networks (each an entity transformer over one agent's observation tokens, ``marl
   than expected shape the common skills more.
 * **task-specific skill encoder** -> ``z_i``: trained by an InfoNCE loss in which samples of
   the same task are positives and samples of the other tasks are the negatives.
-* **decoder**: observation tokens plus common-skill tokens in; each output token concatenated
-  with ``z_i`` feeds the action head (SMAC: 6 own logits + one attack logit per enemy token;
+* **decoder**: observation tokens, each with its common-skill token concatenated; each output
+  token concatenated with ``z_i`` feeds the action head (SMAC: 6 own logits + one attack logit per enemy token;
   MuJoCo: one Gaussian mean per joint token). Trained by behaviour cloning (masked NLL).
 * **value** ``V_i(o_i)`` per agent, mixed by the **transformer mixer** into ``V_tot(s)``;
   trained by a per-sample, masked expectile loss (IQL's sign) towards
@@ -88,8 +88,11 @@ class HiSSD(nn.Module):
                 self.contrast_head = mlp(d, h, k)
                 # bilinear similarity of unit vectors (CURL), started at cosine / 0.1
                 self.contrast_w = nn.Parameter(torch.eye(k) * 10.0)
-        self.decoder = EntityTransformer(obs_dims + ((k,) if cfg.common_skills else ()), d,
-                                         cfg.heads, cfg.depth, cfg.ffn_mult)
+        # each observation token carries its own common-skill token (same information as
+        # HiSSD's extra skill tokens, half the sequence length)
+        self.decoder = EntityTransformer(tuple(f + (k if cfg.common_skills else 0)
+                                               for f in obs_dims), d, cfg.heads, cfg.depth,
+                                         cfg.ffn_mult)
         self.action_head = ActionHead(spec, d + (k if cfg.task_skills else 0), h)
         if cfg.advantage_weighting and cfg.common_skills:  # the value only serves the weights
             self.value = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
@@ -109,12 +112,11 @@ class HiSSD(nn.Module):
     def logits(self, obs: Tokens, view, common: list[torch.Tensor] | None = None,
                task_enc: torch.Tensor | None = None) -> torch.Tensor:
         """Action logits (discrete) or means (continuous) of every agent from its own tokens."""
-        groups, masks = list(obs.groups), list(obs.masks)
+        groups = list(obs.groups)
         if self.cfg.common_skills:
             common = self.common_skill_tokens(obs) if common is None else common
-            groups.append(torch.cat(common, dim=-2))
-            masks.append(torch.cat(obs.masks, dim=-1))
-        out = self.decoder(groups, masks)
+            groups = [torch.cat([x, c], dim=-1) for x, c in zip(groups, common)]
+        out = self.decoder(groups, obs.masks)
         own, ent = out[0][..., 0, :], (out[self.spec.entity_group]
                                        if self.spec.entity_group is not None else None)
         if self.cfg.task_skills:
