@@ -239,11 +239,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
     for task, seed, _, _ in jobs:
         r = results.get((task, seed))
         if r is not None:
-            r["split"] = "train" if task in cfg_train_tasks(ckpt) else "unseen"
+            r["split"] = "train" if task in trained_tasks(ckpt) else "unseen"
             rows.append(r)
     report = {"run": str(run_dir), "algo": cfg.algo, "checkpoint": str(path),
               "update": ckpt["update"], "taskset": ts.name, "quality": cfg.data.quality,
-              "train_tasks": cfg_train_tasks(ckpt), "seeds": list(seeds), "episodes": episodes,
+              "train_tasks": trained_tasks(ckpt), "seeds": list(seeds), "episodes": episodes,
               "env_options": dict(ts.env_options), "seconds": time.perf_counter() - start,
               "results": rows,
               "errors": [{"task": t, "seed": s, "error": e} for (t, s), e in errors.items()]}
@@ -251,7 +251,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
     return report
 
 
-def cfg_train_tasks(ckpt: dict) -> list[str]:
+def trained_tasks(ckpt: dict) -> list[str]:
     return list(ckpt.get("tasks", []))
 
 

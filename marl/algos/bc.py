@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from marl.algos.common import NetConfig, action_nll, greedy, mean_terms, transitions
-from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens
+from marl.nets import ActionHead, FamilySpec, Tokens
 
 
 @dataclass
@@ -29,8 +29,7 @@ class BC(nn.Module):
     def __init__(self, spec: FamilySpec, cfg: BCConfig):
         super().__init__()
         self.spec, self.cfg = spec, cfg
-        self.encoder = EntityTransformer(spec.obs_dims, cfg.dim, cfg.heads, cfg.depth,
-                                         cfg.ffn_mult)
+        self.encoder = cfg.transformer(spec.obs_dims)
         self.action_head = ActionHead(spec, cfg.dim, cfg.hidden)
 
     def logits(self, obs: Tokens, view) -> torch.Tensor:

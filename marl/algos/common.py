@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.nets import FamilySpec, Tokens
+from marl.nets import EntityTransformer, FamilySpec, Tokens
 
 
 @dataclass
@@ -30,6 +30,20 @@ class NetConfig:
     ffn_mult: int = 4  # transformer feed-forward width / dim
     hidden: int = 128  # MLP heads (64 -> 128 -> out)
     steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
+
+    def transformer(self, groups: tuple[int, ...]) -> EntityTransformer:
+        """An entity transformer of these sizes over token groups of feature sizes ``groups``."""
+        return EntityTransformer(groups, self.dim, self.heads, self.depth, self.ffn_mult)
+
+
+@dataclass
+class ValueConfig(NetConfig):
+    """What the algorithms with a mixed team value and target networks share."""
+
+    mixer_dim: int = 32  # mixer transformer width and mixing width (HiSSD: 32)
+    gamma: float = 0.99
+    reward_scale: float = 0.1  # SMAC returns 0..20 -> 0..2
+    target_update_interval: int = 50  # updates between hard target copies
 
 
 def make_targets(module: nn.Module, names: tuple[str, ...]) -> nn.ModuleDict:

@@ -39,17 +39,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import (NetConfig, action_nll, copy_targets, greedy, make_targets,
+from marl.algos.common import (ValueConfig, action_nll, copy_targets, greedy, make_targets,
                                transitions)
-from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
+from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer, mlp
 
 
 @dataclass
-class HissdConfig(NetConfig):
+class HissdConfig(ValueConfig):
     skill_dim: int = 64  # common-skill tokens and task-specific skills
-    mixer_dim: int = 32  # mixer transformer width and mixing width (HiSSD: 32)
-    gamma: float = 0.99
-    reward_scale: float = 0.1  # SMAC returns 0..20 -> 0..2
     expectile: float = 0.9  # tau of the expectile value loss (IQL)
     td_weight: float = 3.0  # temperature of the advantage weight exp(td_weight * A)
     weight_clip: float = 100.0  # upper clip of the advantage weight (HiSSD: 100)
@@ -57,7 +54,6 @@ class HissdConfig(NetConfig):
     contrastive_samples: int = 64  # anchors per task per update
     prediction_coef: float = 1.0
     value_coef: float = 1.0
-    target_update_interval: int = 50  # updates between hard target copies
     common_skills: bool = True  # ablation: no planner, no forward prediction
     task_skills: bool = True  # ablation: no task-specific skill z
     advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
@@ -74,15 +70,14 @@ class HiSSD(nn.Module):
         d, h, k = cfg.dim, cfg.hidden, cfg.skill_dim
         obs_dims = spec.obs_dims
         if cfg.common_skills:
-            self.planner = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.planner = cfg.transformer(obs_dims)
             self.common_head = mlp(d, h, k, nn.Tanh())
             # forward model: state tokens at t (agent tokens carry the agent's own common skill)
             a_dim, o_dim = spec.state_dims
-            self.predictor = EntityTransformer((a_dim + k, o_dim), d, cfg.heads, cfg.depth,
-                                               cfg.ffn_mult)
+            self.predictor = cfg.transformer((a_dim + k, o_dim))
             self.predict_agents, self.predict_others = nn.Linear(d, a_dim), nn.Linear(d, o_dim)
         if cfg.task_skills:
-            self.task_encoder = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.task_encoder = cfg.transformer(obs_dims)
             self.task_head = mlp(d, h, k, nn.Tanh())
             if cfg.contrastive:
                 self.contrast_head = mlp(d, h, k)
@@ -90,12 +85,11 @@ class HiSSD(nn.Module):
                 self.contrast_w = nn.Parameter(torch.eye(k) * 10.0)
         # each observation token carries its own common-skill token (same information as
         # HiSSD's extra skill tokens, half the sequence length)
-        self.decoder = EntityTransformer(tuple(f + (k if cfg.common_skills else 0)
-                                               for f in obs_dims), d, cfg.heads, cfg.depth,
-                                         cfg.ffn_mult)
+        self.decoder = cfg.transformer(tuple(f + (k if cfg.common_skills else 0)
+                                             for f in obs_dims))
         self.action_head = ActionHead(spec, d + (k if cfg.task_skills else 0), h)
         if cfg.advantage_weighting and cfg.common_skills:  # the value only serves the weights
-            self.value = EntityTransformer(obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+            self.value = cfg.transformer(obs_dims)
             self.value_head = mlp(d, h, 1)
             self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
             self.target = make_targets(self, ("value", "value_head", "mixer"))

@@ -26,22 +26,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import (NetConfig, action_nll, copy_targets, greedy, make_targets,
+from marl.algos.common import (ValueConfig, action_nll, copy_targets, greedy, make_targets,
                                mean_terms, transitions)
-from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer, mlp
+from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer, mlp
 
 
 @dataclass
-class OdisConfig(NetConfig):
+class OdisConfig(ValueConfig):
     n_skills: int = 3  # ODIS skill_dim (per task set)
     pretrain_updates: int = 1000  # stage 1 length; the rest of `updates` is stage 2
     kl_coef: float = 0.001  # ODIS beta
     gumbel_tau: float = 1.0
-    mixer_dim: int = 32
-    gamma: float = 0.99
-    reward_scale: float = 0.1
-    cql_coef: float = 5.0
-    target_update_interval: int = 50
+    cql_coef: float = 5.0  # ODIS coef_conservative
 
 
 class ODIS(nn.Module):
@@ -52,12 +48,11 @@ class ODIS(nn.Module):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         d, k = cfg.dim, cfg.n_skills
-        self.skill_encoder = EntityTransformer(spec.state_dims, d, cfg.heads, cfg.depth,
-                                               cfg.ffn_mult)
+        self.skill_encoder = cfg.transformer(spec.state_dims)
         self.skill_logits = mlp(d, cfg.hidden, k)
-        self.decoder = EntityTransformer(spec.obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+        self.decoder = cfg.transformer(spec.obs_dims)
         self.action_head = ActionHead(spec, d + k, cfg.hidden)
-        self.q_encoder = EntityTransformer(spec.obs_dims, d, cfg.heads, cfg.depth, cfg.ffn_mult)
+        self.q_encoder = cfg.transformer(spec.obs_dims)
         self.q_head = mlp(d, cfg.hidden, k)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
         self.target = make_targets(self, ("q_encoder", "q_head", "mixer"))

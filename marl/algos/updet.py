@@ -17,18 +17,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from marl.algos.common import (NetConfig, copy_targets, greedy, make_targets, masked_logits,
+from marl.algos.common import (ValueConfig, copy_targets, greedy, make_targets, masked_logits,
                                mean_terms, transitions)
-from marl.nets import ActionHead, EntityTransformer, FamilySpec, Tokens, TransformerMixer
+from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer
 
 
 @dataclass
-class UpdetConfig(NetConfig):
-    mixer_dim: int = 32
-    gamma: float = 0.99
-    reward_scale: float = 0.1
-    cql_coef: float = 5.0
-    target_update_interval: int = 50
+class UpdetConfig(ValueConfig):
+    cql_coef: float = 5.0  # ODIS's coef_conservative
 
 
 class UPDeT(nn.Module):
@@ -40,8 +36,7 @@ class UPDeT(nn.Module):
         if not spec.discrete:
             raise ValueError(f"UPDeT-m needs discrete actions; {spec.name} tasks are continuous")
         self.spec, self.cfg = spec, cfg
-        self.encoder = EntityTransformer(spec.obs_dims, cfg.dim, cfg.heads, cfg.depth,
-                                         cfg.ffn_mult)
+        self.encoder = cfg.transformer(spec.obs_dims)
         self.q_head = ActionHead(spec, cfg.dim, cfg.hidden)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
         self.target = make_targets(self, ("encoder", "q_head", "mixer"))
