@@ -40,6 +40,14 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def bounded(stats: tuple[float, float, float], metric: str) -> tuple[float, float, float]:
+    """A win rate's interval clipped to [0, 1] (a t-interval over 3 seeds can overshoot)."""
+    if metric != "win_rate":
+        return stats
+    m, lo, hi = stats
+    return m, max(lo, 0.0), min(hi, 1.0)
+
+
 def load_report(run: str | Path, name: str = "zero_shot") -> dict:
     path = Path(run) / "eval" / f"{name}.json"
     if not path.is_file():
@@ -69,11 +77,11 @@ def compare(reports: Sequence[dict], labels: Sequence[str] | None = None) -> dic
             per_run = [rep["summary"]["tasks"][task] for rep in reps
                        if task in rep["summary"]["tasks"]]
             if per_run:
-                row[task] = [*mean_ci(per_run), len(per_run)]
+                row[task] = [*bounded(mean_ci(per_run), metric), len(per_run)]
         unseen = [rep["summary"]["unseen_mean"] for rep in reps
                   if rep["summary"]["unseen_mean"] is not None]
         if unseen:
-            row["unseen mean"] = [*mean_ci(unseen), len(unseen)]
+            row["unseen mean"] = [*bounded(mean_ci(unseen), metric), len(unseen)]
         table[label] = row
     return {"metric": metric, "tasks": tasks, "table": table,
             "runs": {label: [rep["run"] for rep in reps] for label, reps in groups.items()}}

@@ -150,6 +150,9 @@ def test_compare_aggregates_seeds():
     assert "| hissd | 0.60 [" in table and "| bc | 0.40 (1)" in table
     assert table.index("12m") < table.index("3m (train)")
     assert mean_ci([1.0]) == (1.0, 1.0, 1.0)
+    spread = compare([_report("x", f"x{i}", {"smac:12m": v, "smac:4m": v}, unseen)
+                      for i, v in enumerate([0.6, 1.0, 1.0])])
+    assert spread["table"]["x"]["smac:12m"][2] == 1.0  # clipped: t-interval would pass 1
     labelled = compare(reports, labels=["a", "a", "b", "c"])
     assert set(labelled["table"]) == {"a", "b", "c"}
     with pytest.raises(EvalError, match="2 labels for 4 runs"):
