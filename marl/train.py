@@ -142,7 +142,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     try:
         taskset, data = load_dataset(cfg)
     except (EnvError, DatasetError) as exc:
-        raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc}") from None
+        raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc} (build it with `marl "
+                         f"datasets build {cfg.data.taskset} --quality {cfg.data.quality} --out "
+                         f"{cfg.data.root}`)") from None
     if data.family != taskset.family:
         raise TrainError(f"data family {data.family!r} does not fit task set "
                          f"{taskset.name!r} ({taskset.family!r})")
