@@ -321,10 +321,11 @@ class TaskData:
         for (d, _), idx in zip(sources, chosen):
             if not len(idx):
                 continue
-            filled = d.arrays["filled"][idx, :, 0].astype(bool)
+            # gather the filled steps straight from the padded arrays (never a padded copy)
+            episode, step = np.nonzero(d.arrays["filled"][idx, :, 0])
             for key in ("obs", "state", "actions", "avail_actions", "reward", "terminated"):
                 if key in d.arrays:
-                    packed.setdefault(key, []).append(d.arrays[key][idx][filled])
+                    packed.setdefault(key, []).append(d.arrays[key][idx[episode], step])
             lengths.append(d.lengths[idx])
             returns.append(d.returns[idx])
             wins.append(None if d.wins is None else d.wins[idx])
