@@ -541,6 +541,58 @@ def test_concat_pads_to_the_longest_episode():
         concat_episodes([short, mixed])
 
 
+@pytest.mark.parametrize("block_bytes", [1, fmt.BLOCK_BYTES])
+def test_packed_read_keeps_exactly_the_filled_steps(small_file, monkeypatch, block_bytes):
+    # block_bytes=1: one episode per block, so hashing and checking run across block borders
+    monkeypatch.setattr(fmt, "BLOCK_BYTES", block_bytes)
+    path, arrays = small_file
+    padded, packed = read_dataset(path), read_dataset(path, packed=True)
+    assert padded.packed == () and packed.packed == fmt.PACKED_KEYS
+    assert_same_arrays(padded.arrays, arrays)
+    filled = arrays["filled"][..., 0].astype(bool)
+    for key in arrays:
+        want = arrays[key][filled] if key in fmt.PACKED_KEYS else arrays[key]
+        np.testing.assert_array_equal(packed.arrays[key], want, err_msg=key)
+    assert packed.arrays["obs"].shape == (5 + 61 + 3 + 20, 3, 30)
+    np.testing.assert_array_equal(packed.starts, [0, 5, 66, 69])
+    np.testing.assert_allclose(packed.returns, padded.returns)
+    np.testing.assert_array_equal(packed.wins, [True, False, False, True])
+
+
+def test_block_reads_verify_the_checksum_and_name_the_episode(tmp_path, small_file, monkeypatch):
+    monkeypatch.setattr(fmt, "BLOCK_BYTES", 1)
+    path, _ = small_file
+    with h5py.File(path, "r+") as f:  # the last episode's block: hashed after three others
+        f["obs"][3, 0, 0, 0] += 1.0
+    for packed in (False, True):
+        with pytest.raises(DatasetError, match=r"3m-medium\.h5: key 'obs': checksum mismatch"):
+            read_dataset(path, packed=packed)
+    # an ODIS file has no checksum: the broken convention names the episode of its block
+    arrays = synthetic_3m([5, 10, 7, 4], [1, 0, 1, 1])
+    arrays["state"][2, 9] = 1.0  # after episode 2's 7 filled steps: padding
+    odis = tmp_path / "3m" / "expert" / "run" / "part_0.h5"
+    write_odis(odis, arrays)
+    for packed in (False, True):
+        with pytest.raises(DatasetError, match=r"part_0\.h5: key 'state': episode 2 step 9: .*"
+                                               r"padding"):
+            read_dataset(odis, packed=packed)
+
+
+def test_packed_odis_parts_stack(tmp_path):
+    run = tmp_path / "3m" / "expert" / "run"
+    parts = [synthetic_3m([4, 9], [1, 0], seed=1), synthetic_3m([6], [1], seed=2)]
+    for k, arrays in enumerate(parts):
+        write_odis(run / f"part_{k}.h5", arrays)
+    data = read_dataset(tmp_path / "3m" / "expert", packed=True)
+    assert data.n_episodes == 3 and data.packed == fmt.PACKED_KEYS
+    want = np.concatenate([a["obs"][a["filled"][..., 0].astype(bool)] for a in parts])
+    np.testing.assert_array_equal(data.arrays["obs"], want)
+    np.testing.assert_array_equal(data.lengths, [4, 9, 6])
+    padded = read_dataset(tmp_path / "3m" / "expert")
+    with pytest.raises(DatasetError, match="packed keys"):
+        concat_episodes([data, padded])
+
+
 def test_qualities():
     assert list(QUALITIES) == ["expert", "medium", "medium-replay", "medium-expert", "poor"]
     assert QUALITIES["medium"].win_rate == (0.4, 0.6)

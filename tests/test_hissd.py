@@ -33,6 +33,26 @@ def test_every_loss_term_is_finite_and_decreases(dataset):
         assert last < 0.7 * first, f"{key} went from {first:.4f} to {last:.4f}"
 
 
+def test_recompute_gives_the_same_loss_and_gradients(dataset):
+    """Activation checkpointing trades memory for compute and changes no number."""
+    torch.manual_seed(0)
+    plain = HiSSD(family_spec("smac"), replace(TINY, steps_per_episode=0))
+    recomputed = HiSSD(family_spec("smac"), replace(TINY, steps_per_episode=0, recompute=True))
+    recomputed.load_state_dict(plain.state_dict())
+    batches = _batches(dataset, torch.Generator().manual_seed(1), batch_size=4)
+    grads = []
+    for model in (plain, recomputed):
+        loss, stats = model.loss(batches, torch.Generator().manual_seed(2))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if p.grad is not None})
+        grads[-1]["loss"] = loss.detach()
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6,
+                                   msg=name)
+
+
 def test_padding_does_not_change_the_loss(dataset):
     """A padded multi-task batch: junk in padded steps, agents and enemy slots changes
     nothing, for sampled steps and for whole episodes."""

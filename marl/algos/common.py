@@ -30,10 +30,12 @@ class NetConfig:
     ffn_mult: int = 4  # transformer feed-forward width / dim
     hidden: int = 128  # MLP heads (64 -> 128 -> out)
     steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
+    recompute: bool = False  # activation checkpointing: less memory, ~1 more forward of compute
 
     def transformer(self, groups: tuple[int, ...]) -> EntityTransformer:
         """An entity transformer of these sizes over token groups of feature sizes ``groups``."""
-        return EntityTransformer(groups, self.dim, self.heads, self.depth, self.ffn_mult)
+        return EntityTransformer(groups, self.dim, self.heads, self.depth, self.ffn_mult,
+                                 self.recompute)
 
 
 @dataclass

@@ -75,6 +75,10 @@ DTYPES: dict[str, np.dtype] = {
     "filled": np.dtype(np.int64),
 }
 WON_KEY = "battle_won"  # extra per-episode dataset of our SMAC files (uint8 [E])
+# Read whole; the other keys are read, hashed and checked in blocks of episodes (BLOCK_BYTES).
+SMALL_KEYS = ("actions", "reward", "terminated", "filled")
+PACKED_KEYS = ("obs", "state", "actions_onehot", "avail_actions")  # read_dataset(packed=True)
+BLOCK_BYTES = 32 << 20
 JSON_ATTRS = ("layout", "env_options", "behavior_policy", "quality_definition", "checksums")
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _PART_RE = re.compile(r"^part_(\d+)\.h5$")
@@ -231,20 +235,31 @@ def check_semantics(arrays: dict[str, np.ndarray], layout: dict, where: str,
                     battle_won: np.ndarray | None = None) -> None:
     """The EpisodeBatch conventions of the module doc; DatasetError naming the key and the
     first offending episode and step otherwise."""
+    _check_episodes(arrays, where, battle_won)
+    n_actions = arrays["avail_actions"].shape[-1] if "avail_actions" in arrays else None
+    for key in keys_for(layout.get("action_type", "discrete")):
+        _check_key(key, arrays[key], arrays["filled"], arrays["actions"], n_actions, layout,
+                   where)
+
+
+def _fail(where: str, key: str, bad: np.ndarray, what: str, first: int = 0) -> None:
+    e, t = (int(i) for i in np.argwhere(bad)[0])
+    raise DatasetError(f"{where}: key {key!r}: episode {first + e} step {t}: {what}")
+
+
+def _check_episodes(arrays: dict[str, np.ndarray], where: str,
+                    battle_won: np.ndarray | None) -> None:
+    """The conventions of the small per-step keys: ``filled`` one block from step 0,
+    ``terminated`` only at the last transition, ``reward`` finite and 0 from the post-terminal
+    step on, won battles terminated."""
     filled = arrays["filled"][..., 0]
-    n_episodes, n_steps = filled.shape
-    steps = np.arange(n_steps)[None, :]
-
-    def fail(key: str, bad: np.ndarray, what: str) -> None:
-        e, t = (int(i) for i in np.argwhere(bad)[0])
-        raise DatasetError(f"{where}: key {key!r}: episode {e} step {t}: {what}")
-
+    steps = np.arange(filled.shape[1])[None, :]
     if not np.isin(filled, (0, 1)).all():
-        fail("filled", ~np.isin(filled, (0, 1)), "filled must be 0 or 1")
+        _fail(where, "filled", ~np.isin(filled, (0, 1)), "filled must be 0 or 1")
     lengths = filled.sum(1)
     if (filled != (steps < lengths[:, None])).any():
-        fail("filled", filled != (steps < lengths[:, None]),
-             "filled must be 1 for steps 0..L-1 and 0 after (one contiguous block from step 0)")
+        _fail(where, "filled", filled != (steps < lengths[:, None]),
+              "filled must be 1 for steps 0..L-1 and 0 after (one contiguous block from step 0)")
     if (lengths < 2).any():
         e = int(np.flatnonzero(lengths < 2)[0])
         raise DatasetError(f"{where}: key 'filled': episode {e} has {lengths[e]} filled steps; "
@@ -252,50 +267,15 @@ def check_semantics(arrays: dict[str, np.ndarray], layout: dict, where: str,
     term = arrays["terminated"][..., 0]
     allowed = steps == (lengths - 2)[:, None]
     if not np.isin(term, (0, 1)).all() or (term.astype(bool) & ~allowed).any():
-        fail("terminated", ~np.isin(term, (0, 1)) | (term.astype(bool) & ~allowed),
-             "terminated may only be 1, and only at step L-2 (the last transition)")
+        _fail(where, "terminated", ~np.isin(term, (0, 1)) | (term.astype(bool) & ~allowed),
+              "terminated may only be 1, and only at step L-2 (the last transition)")
     reward = arrays["reward"][..., 0]
     if not np.isfinite(reward).all():
-        fail("reward", ~np.isfinite(reward), "reward is not finite")
+        _fail(where, "reward", ~np.isfinite(reward), "reward is not finite")
     after = steps >= (lengths - 1)[:, None]
     if (reward[after] != 0).any():
-        fail("reward", after & (reward != 0),
-             "reward must be 0 from the post-terminal step L-1 on")
-    padding = steps >= lengths[:, None]
-    for key in keys_for(layout.get("action_type", "discrete")):
-        arr = arrays[key]
-        flat = arr.reshape(n_episodes, n_steps, -1)
-        if key in ("obs", "state") and not np.isfinite(flat).all():
-            fail(key, ~np.isfinite(flat).all(-1), f"{key} is not finite")
-        if padding.any():
-            nonzero = (flat != 0).any(-1) & padding
-            if nonzero.any():
-                fail(key, nonzero, "steps after the post-terminal step (padding) must be 0")
-    filled_b = filled.astype(bool)
-    if layout.get("action_type", "discrete") == "discrete":
-        n_actions = arrays["avail_actions"].shape[-1]
-        actions = arrays["actions"][..., 0]
-        out_of_range = ((actions < 0) | (actions >= n_actions)).any(-1) & filled_b
-        if out_of_range.any():
-            fail("actions", out_of_range, f"action ids must be in 0..{n_actions - 1}")
-        avail = arrays["avail_actions"]
-        if not np.isin(avail, (0, 1)).all():
-            fail("avail_actions", ~np.isin(avail, (0, 1)).all(-1), "must be 0 or 1")
-        none_avail = (~avail.any(-1)).any(-1) & filled_b  # every agent needs an action
-        if none_avail.any():
-            fail("avail_actions", none_avail, "an agent has no available action")
-        chosen = np.take_along_axis(avail, np.clip(actions, 0, n_actions - 1)[..., None], -1)
-        unavailable = (chosen[..., 0] == 0).any(-1) & filled_b
-        if unavailable.any():
-            fail("actions", unavailable, "an agent's action is not in its avail_actions")
-        onehot = arrays["actions_onehot"]
-        expect = np.eye(n_actions, dtype=np.float32)[np.clip(actions, 0, n_actions - 1)]
-        wrong = (onehot != expect).any(-1).any(-1) & filled_b
-        if wrong.any():
-            fail("actions_onehot", wrong, "actions_onehot must be the one-hot of actions")
-    else:
-        if not np.isfinite(arrays["actions"]).all():
-            fail("actions", ~np.isfinite(arrays["actions"]).all(-1).all(-1), "not finite")
+        _fail(where, "reward", after & (reward != 0),
+              "reward must be 0 from the post-terminal step L-1 on")
     if battle_won is not None:
         won_not_term = battle_won.astype(bool) & (term.sum(1) == 0)
         if won_not_term.any():
@@ -304,24 +284,92 @@ def check_semantics(arrays: dict[str, np.ndarray], layout: dict, where: str,
                                "terminated flag is 0 everywhere (a won battle terminates)")
 
 
+def _check_key(key: str, block: np.ndarray, filled: np.ndarray, actions: np.ndarray,
+               n_actions: int | None, layout: dict, where: str, first: int = 0) -> None:
+    """The conventions of one key over a block of episodes ``first, first + 1, ...``
+    (``filled`` and ``actions`` are those episodes' rows): zero padding, finite features, and
+    for discrete actions the ids, availability and one-hot agreeing with each other."""
+    filled_b = filled[..., 0].astype(bool)
+    n_episodes, n_steps = filled_b.shape
+    padding = np.arange(n_steps)[None, :] >= filled_b.sum(1)[:, None]
+    flat = block.reshape(n_episodes, n_steps, -1)
+
+    def fail(name: str, bad: np.ndarray, what: str) -> None:
+        _fail(where, name, bad, what, first)
+
+    if key in ("obs", "state") and not np.isfinite(flat).all():
+        fail(key, ~np.isfinite(flat).all(-1), f"{key} is not finite")
+    if padding.any():
+        nonzero = (flat != 0).any(-1) & padding
+        if nonzero.any():
+            fail(key, nonzero, "steps after the post-terminal step (padding) must be 0")
+    if layout.get("action_type", "discrete") != "discrete":
+        if key == "actions" and not np.isfinite(block).all():
+            fail("actions", ~np.isfinite(block).all(-1).all(-1), "not finite")
+        return
+    ids = actions[..., 0]
+    if key == "actions":
+        out_of_range = ((ids < 0) | (ids >= n_actions)).any(-1) & filled_b
+        if out_of_range.any():
+            fail("actions", out_of_range, f"action ids must be in 0..{n_actions - 1}")
+    elif key == "avail_actions":
+        if not np.isin(block, (0, 1)).all():
+            fail(key, ~np.isin(block, (0, 1)).all(-1), "must be 0 or 1")
+        none_avail = (~block.any(-1)).any(-1) & filled_b  # every agent needs an action
+        if none_avail.any():
+            fail(key, none_avail, "an agent has no available action")
+        chosen = np.take_along_axis(block, np.clip(ids, 0, n_actions - 1)[..., None], -1)
+        unavailable = (chosen[..., 0] == 0).any(-1) & filled_b
+        if unavailable.any():
+            fail("actions", unavailable, "an agent's action is not in its avail_actions")
+    elif key == "actions_onehot":
+        expect = np.eye(n_actions, dtype=np.float32)[np.clip(ids, 0, n_actions - 1)]
+        wrong = (block != expect).any(-1).any(-1) & filled_b
+        if wrong.any():
+            fail(key, wrong, "actions_onehot must be the one-hot of actions")
+
+
 # ----------------------------------------------------------------------------------- checksum
+class _Digests:
+    """The digests of ``compute_checksums``, fed key by key in sorted order and, within a key,
+    block by block along the first axis (C order makes the blocks' bytes the array's bytes)."""
+
+    def __init__(self):
+        self.total = hashlib.sha256()
+        self.per_key: dict[str, str] = {}
+
+    @staticmethod
+    def _little(dtype: np.dtype) -> np.dtype:
+        return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+    def start(self, key: str, dtype: np.dtype, shape: Iterable[int]) -> None:
+        header = f"{key}:{self._little(np.dtype(dtype)).str}:{list(shape)}\n".encode()
+        self.key, self.one = key, hashlib.sha256(header)
+        self.total.update(header)
+
+    def update(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self._little(block.dtype))
+        data = memoryview(block.reshape(-1).view(np.uint8)) if block.size else b""
+        self.one.update(data)
+        self.total.update(data)
+
+    def finish(self) -> None:
+        self.per_key[self.key] = "sha256:" + self.one.hexdigest()
+
+    def result(self) -> tuple[str, dict[str, str]]:
+        return "sha256:" + self.total.hexdigest(), self.per_key
+
+
 def compute_checksums(arrays: dict[str, np.ndarray]) -> tuple[str, dict[str, str]]:
     """``("sha256:<hex>", {key: "sha256:<hex>"})`` over ``arrays`` in sorted key order: for each
     key ``"<key>:<dtype>:<shape>\\n"`` then its little-endian C-order bytes."""
-    total = hashlib.sha256()
-    per_key = {}
+    digests = _Digests()
     for key in sorted(arrays):
         arr = np.asarray(arrays[key])
-        dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-        header = f"{key}:{arr.dtype.str}:{list(arr.shape)}\n".encode()
-        one = hashlib.sha256(header)
-        total.update(header)
-        data = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else b""
-        one.update(data)
-        total.update(data)
-        per_key[key] = "sha256:" + one.hexdigest()
-    return "sha256:" + total.hexdigest(), per_key
+        digests.start(key, arr.dtype, arr.shape)
+        digests.update(arr)
+        digests.finish()
+    return digests.result()
 
 
 # ---------------------------------------------------------------------------------- EpisodeData
@@ -332,12 +380,18 @@ class EpisodeData:
     ``arrays`` holds exactly the ODIS keys of the task's action type; ``attrs`` the decoded root
     attributes (for ODIS files: ``task``, ``family``, ``quality``, ``layout`` and
     ``source_format="odis"``, derived from the path and task name); ``battle_won`` the per-episode
-    SMAC wins when the file has them."""
+    SMAC wins when the file has them.
+
+    Keys named in ``packed`` (``read_dataset(..., packed=True)``: the large ``PACKED_KEYS``) hold
+    only the filled steps, episode after episode: ``[sum of lengths, ...]`` instead of
+    ``[E, T, ...]``; episode ``e``'s steps are the rows ``starts[e] .. starts[e] + lengths[e]``.
+    The small keys (``filled``, ``reward``, ``terminated``, ``actions``) are always padded."""
 
     arrays: dict[str, np.ndarray]
     attrs: dict
     path: str
     battle_won: np.ndarray | None = field(default=None)
+    packed: tuple[str, ...] = ()
 
     @property
     def task(self) -> str:
@@ -364,6 +418,12 @@ class EpisodeData:
     def lengths(self) -> np.ndarray:
         """Filled steps per episode ``[E]`` int64 (transitions + 1)."""
         return episode_lengths(self.arrays["filled"])
+
+    @property
+    def starts(self) -> np.ndarray:
+        """First row of each episode in the ``packed`` keys ``[E]`` int64."""
+        lengths = self.lengths
+        return np.cumsum(lengths) - lengths
 
     @property
     def returns(self) -> np.ndarray:
@@ -643,29 +703,38 @@ def _decode_attrs(raw: dict, where: str) -> dict:
     return out
 
 
-def _read_h5(file: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Raw attributes and every dataset of one HDF5 file (OSError -> DatasetError)."""
+def _load(dataset, where: str, selection=()) -> np.ndarray:
+    """``dataset[selection]`` (all of it by default); an unreadable chunk is a DatasetError
+    naming the key."""
+    try:
+        return dataset[selection]
+    except OSError as exc:
+        raise DatasetError(
+            f"{where}: cannot read key {dataset.name.lstrip('/')!r}: the file is truncated or "
+            f"corrupt (h5py: {exc}); expected a complete marl/ODIS dataset file") from None
+
+
+def _read_file(file: Path, task: str | None, quality: str | None, verify: bool,
+               packed: bool) -> EpisodeData:
     import h5py
 
-    key = None
     try:
         with h5py.File(file, "r") as f:
-            raw = dict(f.attrs)
-            arrays = {}
-            for key in f.keys():
-                if isinstance(f[key], h5py.Dataset):
-                    arrays[key] = f[key][()]
+            stored = {k: f[k] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            return _read_open(str(file), dict(f.attrs), stored, task, quality, verify, packed)
     except OSError as exc:
-        part = f"key {key!r}" if key else "the file"
         raise DatasetError(
-            f"{file}: cannot read {part}: the file is truncated or corrupt, or not HDF5 "
+            f"{file}: cannot read the file: the file is truncated or corrupt, or not HDF5 "
             f"(h5py: {exc}); expected a complete marl/ODIS dataset file") from None
-    return raw, arrays
 
 
-def _read_file(file: Path, task: str | None, quality: str | None, verify: bool) -> EpisodeData:
-    where = str(file)
-    raw, stored = _read_h5(file)
+def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: str | None,
+               verify: bool, packed: bool) -> EpisodeData:
+    """``_read_file`` on an open file: ``stored`` maps each key to its h5py dataset. The small
+    keys are read whole; the others are read in blocks of about ``BLOCK_BYTES``, each block
+    hashed, checked and stored (packed to its filled steps when ``packed``) before the next is
+    read, so the padded array is never held whole in packed mode. A broken convention is
+    reported after the checksum, which names a damaged key more precisely."""
     attrs = _decode_attrs(raw, where)
     ours = "schema_version" in attrs
     if ours:
@@ -690,7 +759,7 @@ def _read_file(file: Path, task: str | None, quality: str | None, verify: bool) 
         static = _layout_for(task, attrs.get("env_options"), where)
         _check_layout_against_task(layout, static, where, task, "attribute 'layout'")
     else:
-        map_name, path_quality = _infer_from_path(file)
+        map_name, path_quality = _infer_from_path(Path(where))
         inferred = task is None
         if inferred:
             task = _task_from_map(map_name) if map_name else None
@@ -722,39 +791,92 @@ def _read_file(file: Path, task: str | None, quality: str | None, verify: bool) 
             raise DatasetError(
                 f"{where}: key {key!r} is missing; a {action_type}-action dataset of {task} needs "
                 f"the keys {list(required)} (found {sorted(stored)})")
-    arrays = {key: stored[key] for key in required}
-    won = stored.get(WON_KEY)
     for key in required:
         want = key_dtype(key, action_type)
-        if arrays[key].dtype != want:
-            if verify and ours:
-                raise DatasetError(f"{where}: key {key!r} has dtype {arrays[key].dtype}; "
-                                   f"expected {want}")
-            arrays[key] = _coerce(key, arrays[key], want, where)
-    check_shapes(arrays, layout, where, task)
-    n_episodes, n_steps = arrays["filled"].shape[:2]
+        if stored[key].dtype != want and verify and ours:
+            raise DatasetError(f"{where}: key {key!r} has dtype {stored[key].dtype}; "
+                               f"expected {want}")
+    check_shapes(stored, layout, where, task)
+    n_episodes, n_steps = stored["filled"].shape[:2]
     if ours and layout.get("episode_limit") is not None and n_steps != layout["episode_limit"] + 1:
         raise DatasetError(f"{where}: key 'filled' has {n_steps} steps; expected episode_limit + 1"
                            f" = {layout['episode_limit'] + 1} (attribute 'layout')")
+    won = _load(stored[WON_KEY], where) if WON_KEY in stored else None
     if won is not None and won.shape != (n_episodes,):
         raise DatasetError(f"{where}: key {WON_KEY!r} has shape {won.shape}; expected "
                            f"({n_episodes},)")
-    if verify:
-        if ours and "checksum" in attrs:
-            hashed = dict(arrays)
-            if won is not None:
-                hashed[WON_KEY] = won
-            total, per_key = compute_checksums(hashed)
-            if total != attrs["checksum"]:
-                stored_keys = attrs.get("checksums") or {}
-                bad = [k for k in sorted(hashed) if stored_keys.get(k) != per_key[k]]
-                bad_key = bad[0] if bad else "checksum"
-                raise DatasetError(
-                    f"{where}: key {bad_key!r}: checksum mismatch (the data hash to {total}, the "
-                    f"file's 'checksum' attribute says {attrs['checksum']}); the file was modified"
-                    " or corrupted after it was written")
-        check_semantics(arrays, layout, where, won)
-    return EpisodeData(arrays=arrays, attrs=attrs, path=where,
+
+    def typed(key: str, arr: np.ndarray) -> np.ndarray:
+        want = key_dtype(key, action_type)
+        return arr if arr.dtype == want else _coerce(key, arr, want, where)
+
+    small = {key: typed(key, _load(stored[key], where)) for key in SMALL_KEYS if key in required}
+    digests = _Digests() if verify and ours and "checksum" in attrs else None
+    problem: DatasetError | None = None
+
+    def check(fn, *args) -> None:
+        nonlocal problem
+        if verify and problem is None:
+            try:
+                fn(*args)
+            except DatasetError as exc:
+                problem = exc
+
+    def check_key(key: str, block: np.ndarray, first: int) -> None:
+        last = first + len(block)
+        check(_check_key, key, block, small["filled"][first:last], small["actions"][first:last],
+              n_actions, layout, where, first)
+
+    n_actions = stored["avail_actions"].shape[-1] if "avail_actions" in stored else None
+    check(_check_episodes, small, where, won)
+    filled = small["filled"][..., 0].astype(bool)
+    rows = np.concatenate([[0], np.cumsum(episode_lengths(small["filled"]))])
+    to_pack = tuple(k for k in PACKED_KEYS if k in required) if packed else ()
+    arrays: dict[str, np.ndarray] = {}
+    for key in sorted(required + ((WON_KEY,) if won is not None else ())):
+        if key in small or key == WON_KEY:
+            arr = small.get(key, won)
+            if digests:
+                digests.start(key, arr.dtype, arr.shape)
+                digests.update(arr)
+                digests.finish()
+            if key in small:
+                check_key(key, arr, 0)
+                arrays[key] = arr
+            continue
+        dataset, want = stored[key], key_dtype(key, action_type)
+        step_bytes = int(np.prod(dataset.shape[2:], dtype=np.int64)) * want.itemsize
+        per_block = max(1, BLOCK_BYTES // max(1, n_steps * step_bytes))
+        out = np.empty((int(rows[-1]), *dataset.shape[2:]) if key in to_pack else dataset.shape,
+                       dtype=want)
+        if digests:
+            digests.start(key, want, dataset.shape)
+        for a in range(0, n_episodes, per_block):
+            b = min(a + per_block, n_episodes)
+            block = typed(key, _load(dataset, where, np.s_[a:b]))
+            if digests:
+                digests.update(block)
+            check_key(key, block, a)
+            if key in to_pack:
+                out[rows[a]:rows[b]] = block[filled[a:b]]
+            else:
+                out[a:b] = block
+        if digests:
+            digests.finish()
+        arrays[key] = out
+    if digests:
+        total, per_key = digests.result()
+        if total != attrs["checksum"]:
+            stored_keys = attrs.get("checksums") or {}
+            bad = [k for k in sorted(per_key) if stored_keys.get(k) != per_key[k]]
+            bad_key = bad[0] if bad else "checksum"
+            raise DatasetError(
+                f"{where}: key {bad_key!r}: checksum mismatch (the data hash to {total}, the "
+                f"file's 'checksum' attribute says {attrs['checksum']}); the file was modified"
+                " or corrupted after it was written")
+    if problem is not None:
+        raise problem
+    return EpisodeData(arrays=arrays, attrs=attrs, path=where, packed=to_pack,
                        battle_won=None if won is None else won.astype(bool))
 
 
@@ -765,7 +887,7 @@ def _part_files(folder: Path) -> list[Path]:
 
 
 def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool = True,
-                 quality: str | None = None) -> EpisodeData:
+                 quality: str | None = None, packed: bool = False) -> EpisodeData:
     """Read a dataset file (ours or ODIS's) or an ODIS folder.
 
     A folder holding ``part_*.h5`` files is read part by part (numeric order) and concatenated,
@@ -776,13 +898,17 @@ def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool 
     Always checks that every key is present and the shapes agree with each other and with the
     layout (n_agents, obs_dim, state_dim, n_actions) and that the quality is known; ``verify``
     adds the checksum and the EpisodeBatch conventions (``check_semantics``). Every failure is
-    a DatasetError naming the file, the key and what was expected."""
+    a DatasetError naming the file, the key and what was expected.
+
+    ``packed=True`` keeps only the filled steps of the large keys (``EpisodeData.packed``): the
+    file is read in blocks of episodes, so memory follows the real episode lengths and the
+    padded arrays are never held whole (what the training loader uses)."""
     p = Path(os.fspath(path))
     if not p.exists():
         raise DatasetError(f"{p}: no such file or folder; expected a marl dataset file (.h5) or "
                            "an ODIS folder with part_<k>.h5 files")
     if p.is_file():
-        return _read_file(p, task, quality, verify)
+        return _read_file(p, task, quality, verify, packed)
     files = _part_files(p)
     folder = p
     if not files:
@@ -792,7 +918,7 @@ def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool 
                                "them; expected an ODIS <map>/<quality>[/<run>] folder")
         folder = runs[-1]
         files = _part_files(folder)
-    datas = [_read_file(f, task, quality, verify) for f in files]
+    datas = [_read_file(f, task, quality, verify, packed) for f in files]
     first = datas[0]
     for d in datas[1:]:
         if d.task != first.task or d.quality != first.quality:
@@ -811,12 +937,14 @@ def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool 
         attrs["episodes"] = int(sum(d.n_episodes for d in datas))
         for name in ("checksum", "checksums"):
             attrs.pop(name, None)
-    return EpisodeData(arrays=arrays, attrs=attrs, path=str(folder), battle_won=won)
+    return EpisodeData(arrays=arrays, attrs=attrs, path=str(folder), battle_won=won,
+                       packed=first.packed)
 
 
 def concat_episodes(datas: list[EpisodeData]) -> dict[str, np.ndarray]:
     """The episodes of ``datas`` in order, as one dict of arrays padded with zeros to the longest
-    T. All must have the same keys and per-step shapes (n_agents, obs_dim, ...)."""
+    T (``packed`` keys, which have no padding, are stacked as they are). All must have the same
+    keys, packed keys and per-step shapes (n_agents, obs_dim, ...)."""
     if not datas:
         raise DatasetError("concat_episodes: no datasets given")
     keys = sorted(datas[0].arrays)
@@ -825,18 +953,22 @@ def concat_episodes(datas: list[EpisodeData]) -> dict[str, np.ndarray]:
         if sorted(d.arrays) != keys:
             raise DatasetError(f"{d.path}: keys {sorted(d.arrays)} differ from {datas[0].path}'s "
                                f"{keys}; cannot concatenate discrete and continuous datasets")
+        if d.packed != datas[0].packed:
+            raise DatasetError(f"{d.path}: packed keys {d.packed} differ from {datas[0].path}'s "
+                               f"{datas[0].packed}; read both the same way")
         for key in keys:
             a, b = d.arrays[key], datas[0].arrays[key]
-            if a.shape[2:] != b.shape[2:] or a.dtype != b.dtype:
+            step = 1 if key in d.packed else 2  # the first per-step axis
+            if a.shape[step:] != b.shape[step:] or a.dtype != b.dtype:
                 raise DatasetError(
-                    f"{d.path}: key {key!r} has per-step shape {a.shape[2:]} {a.dtype}, but "
-                    f"{datas[0].path} has {b.shape[2:]} {b.dtype}; cannot concatenate")
+                    f"{d.path}: key {key!r} has per-step shape {a.shape[step:]} {a.dtype}, but "
+                    f"{datas[0].path} has {b.shape[step:]} {b.dtype}; cannot concatenate")
     out = {}
     for key in keys:
         pieces = []
         for d in datas:
             arr = d.arrays[key]
-            if arr.shape[1] < n_steps:
+            if key not in d.packed and arr.shape[1] < n_steps:
                 pad = [(0, 0)] * arr.ndim
                 pad[1] = (0, n_steps - arr.shape[1])
                 arr = np.pad(arr, pad)

@@ -321,10 +321,19 @@ class TaskData:
         for (d, _), idx in zip(sources, chosen):
             if not len(idx):
                 continue
-            # gather the filled steps straight from the padded arrays (never a padded copy)
+            # the filled steps of the chosen episodes: packed keys (module doc of
+            # marl.data.format) by row, padded ones by (episode, step); never a padded copy
             episode, step = np.nonzero(d.arrays["filled"][idx, :, 0])
+            rows = d.starts[idx][episode] + step
+            every_row = len(rows) == int(d.lengths.sum()) and bool(  # all, in file order
+                (rows == np.arange(len(rows))).all())
             for key in ("obs", "state", "actions", "avail_actions", "reward", "terminated"):
-                if key in d.arrays:
+                if key not in d.arrays:
+                    continue
+                if key in d.packed:
+                    packed.setdefault(key, []).append(
+                        d.arrays[key] if every_row else d.arrays[key][rows])
+                else:
                     packed.setdefault(key, []).append(d.arrays[key][idx[episode], step])
             lengths.append(d.lengths[idx])
             returns.append(d.returns[idx])
@@ -540,6 +549,7 @@ class MultiTaskDataset:
             datas = [self._read(p, task, verify) for p in paths]
             self.data[task] = TaskData(task, datas, n_episodes=n_episodes, subset=subset,
                                        seed=seed, device=device, float_dtype=float_dtype)
+            del datas  # free this task's file arrays before the next task's are read
         first = self.data[self.tasks[0]]
         kinds = {td.action_type for td in self.data.values()}
         if len(kinds) > 1:
@@ -560,7 +570,7 @@ class MultiTaskDataset:
                 if attrs["task"] != task:
                     raise DatasetError(f"{p}: holds {attrs['task']}, but it was given for {task}"
                                        " (its layout differs or the file is misplaced)")
-        data = read_dataset(p, task=task, verify=verify)
+        data = read_dataset(p, task=task, verify=verify, packed=True)
         if data.attrs.get("family", _task_family(data.task)) != self.family:
             raise DatasetError(f"{p}: holds {data.task}, not of family {self.family!r}")
         return data

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 
 def mlp(n_in: int, hidden: int, n_out: int, out_act: nn.Module | None = None) -> nn.Sequential:
@@ -27,11 +28,16 @@ def mlp(n_in: int, hidden: int, n_out: int, out_act: nn.Module | None = None) ->
 class EntityTransformer(nn.Module):
     """``groups``: feature size of each token group, in call order. ``forward(tokens, masks)``
     takes one ``[..., n_g, F_g]`` tensor and one ``[..., n_g]`` bool mask per group and returns
-    the outputs ``[..., n_g, dim]`` of each group, in order."""
+    the outputs ``[..., n_g, dim]`` of each group, in order.
+
+    ``recompute``: keep only the blocks' input for the backward pass and recompute the rest
+    there (activation checkpointing): the blocks' activations, most of a training step's memory
+    at the released sizes, are never held, for about one more forward pass of compute."""
 
     def __init__(self, groups: Sequence[int], dim: int, heads: int = 1, depth: int = 1,
-                 ffn_mult: int = 4):
+                 ffn_mult: int = 4, recompute: bool = False):
         super().__init__()
+        self.recompute = recompute
         self.embed = nn.ModuleList(nn.Linear(f, dim) for f in groups)
         self.group = nn.Parameter(torch.randn(len(groups), dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, ffn_mult * dim, dropout=0.0,
@@ -49,7 +55,10 @@ class EntityTransformer(nn.Module):
         # instead, so softmax stays finite; its outputs are masked out of every loss anyway
         valid = valid | ~valid.any(-1, keepdim=True) & (torch.arange(valid.shape[-1],
                                                                      device=valid.device) == 0)
-        out = self.blocks(x.reshape(-1, *x.shape[-2:]),
-                          src_key_padding_mask=~valid.reshape(-1, valid.shape[-1]))
+        x, padding = x.reshape(-1, *x.shape[-2:]), ~valid.reshape(-1, valid.shape[-1])
+        if self.recompute and torch.is_grad_enabled():
+            out = checkpoint(self.blocks, x, src_key_padding_mask=padding, use_reentrant=False)
+        else:
+            out = self.blocks(x, src_key_padding_mask=padding)
         out = out.reshape(*batch, *out.shape[-2:])
         return list(out.split([t.shape[-2] for t in tokens], dim=-2))
