@@ -189,7 +189,7 @@ def _visualize(args: argparse.Namespace) -> int:
     map_tasks = [t.strip() for t in args.map_tasks.split(",")] if args.map_tasks else None
     visualize(args.run, args.task, episodes=args.episodes, out=args.out,
               checkpoint=args.checkpoint, clusters=args.clusters, seed=args.seed,
-              map_tasks=map_tasks)
+              map_tasks=map_tasks, replay_frames=args.replay_frames)
     return 0
 
 
@@ -311,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--map-tasks", default=None,
                      help="tasks for the skill maps besides --task (default: training tasks)")
     viz.add_argument("--seed", type=int, default=0)
+    viz.add_argument("--replay-frames", type=int, default=200,
+                     help="MuJoCo replays: at most this many rendered frames (every n-th step)")
     viz.set_defaults(func=_visualize)
     return parser
 

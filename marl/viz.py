@@ -15,7 +15,8 @@ differ between tasks.
    time) with the silhouette score by task of each kind of skill (``skill_maps.json``: common
    skills should mix across tasks, task-specific ones separate); an annotated battle replay GIF
    (MP4 too where ffmpeg is installed): units coloured by their current skill, health bars,
-   attack lines, legend and step counter.
+   attack lines, legend and step counter; for MuJoCo, where offscreen OpenGL works (EGL or
+   OSMesa), rendered frames with the bodies each agent drives painted by its current skill.
 4. **TensorBoard**: the figures as images and the skills as projector embeddings with
    task/agent/step metadata, in ``OUT/tb``.
 """
@@ -49,6 +50,7 @@ class Rollout:
     acting: np.ndarray  # [E, T, A] bool: a live agent at a step of its episode
     lengths: np.ndarray  # [E] steps per episode
     units: dict | None  # SMAX: positions [E, T, U, 2], health [E, T, U], alive [E, T, U]
+    physics: dict | None  # MuJoCo: qpos [E, T, nq], qvel [E, T, nv] (to render frames)
     n_agents: int
     wins: np.ndarray | None
 
@@ -69,9 +71,11 @@ def record(model, task: str, episodes: int, seed: int = 0,
     finished = np.zeros(episodes, dtype=bool)
     lengths = np.zeros(episodes, dtype=int)
     wins = np.zeros(episodes)
-    frames: dict[str, list] = {"obs": [], "actions": [], "acting": [], "units": []}
+    frames: dict[str, list] = {"obs": [], "actions": [], "acting": [], "units": [],
+                               "physics": []}
     skills: dict[str, list] = {}
     snapshot = getattr(env, "unit_snapshot", None)
+    physics = getattr(env, "physics_snapshot", None)
     while not finished.all():
         view = parse(torch.from_numpy(ts.obs), info.layout)
         avail = None if ts.avail_actions is None else torch.from_numpy(ts.avail_actions).bool()
@@ -84,6 +88,8 @@ def record(model, task: str, episodes: int, seed: int = 0,
         frames["acting"].append(live)
         if snapshot is not None:
             frames["units"].append(snapshot())
+        if physics is not None:
+            frames["physics"].append(physics())
         ts = env.step(actions)
         lengths += ~finished
         new = ts.done & ~finished
@@ -96,8 +102,11 @@ def record(model, task: str, episodes: int, seed: int = 0,
     if frames["units"]:
         units = {k: stack([u[k] for u in frames["units"]])
                  for k in ("positions", "health", "alive")}
+    states = None
+    if frames["physics"]:
+        states = {k: stack([p[k] for p in frames["physics"]]) for k in ("qpos", "qvel")}
     return Rollout(task, stack(frames["obs"]), {k: stack(v) for k, v in skills.items()},
-                   stack(frames["actions"]), stack(frames["acting"]), lengths, units,
+                   stack(frames["actions"]), stack(frames["acting"]), lengths, units, states,
                    info.n_agents, wins if info.family == "smac" else None)
 
 
@@ -334,10 +343,57 @@ def replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, path: Pat
     return out
 
 
+def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, path: Path,
+                  env_options: dict, max_frames: int = 200) -> list[Path]:
+    """Animated GIF (and MP4 with ffmpeg) of one MuJoCo episode rendered offscreen: the bodies
+    each agent drives painted with its current common skill, legend, per-agent skill and step
+    counter. Long episodes are shown every ``ceil(length / max_frames)``-th step."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+    from matplotlib.colors import to_rgba
+
+    length = int(rollout.lengths[episode])
+    steps = np.arange(0, length, -(-length // max_frames))
+    skill = labels[episode, steps]  # [F, A], -1 where an agent is not acting
+    colors = np.array([to_rgba(c) for c in PALETTE] + [to_rgba("#888888")], dtype=np.float32)
+    env = envs.make(rollout.task, num_envs=1, seed=0, **env_options)
+    try:
+        frames = env.render_states(rollout.physics["qpos"][episode, steps],
+                                   rollout.physics["qvel"][episode, steps],
+                                   colors[np.where(skill >= 0, skill % len(PALETTE), -1)])
+    finally:
+        env.close()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
+    image = ax.imshow(frames[0])
+    ax.set_axis_off()
+    title = ax.set_title("")
+    status = ax.text(0.01, 0.02, "", transform=ax.transAxes, fontsize=8, va="bottom",
+                     bbox=dict(facecolor="white", alpha=0.8, lw=0))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[s]) for s in range(k)]
+    ax.legend(handles, [f"skill {s}" for s in range(k)], loc="upper right", fontsize=7)
+
+    def draw(i):
+        image.set_data(frames[i])
+        title.set_text(f"{rollout.task}, episode {episode}: step {steps[i] + 1}/{length}")
+        status.set_text("  ".join(f"agent {a}: skill {s}" if s >= 0 else f"agent {a}: -"
+                                  for a, s in enumerate(skill[i])))
+        return []
+
+    anim = FuncAnimation(fig, draw, frames=len(steps), blit=False)
+    out = [path.with_suffix(".gif")]
+    anim.save(out[0], writer=PillowWriter(fps=10))
+    if shutil.which("ffmpeg"):
+        out.append(path.with_suffix(".mp4"))
+        anim.save(out[1], writer=FFMpegWriter(fps=10))
+    plt.close(fig)
+    return out
+
+
 # ------------------------------------------------------------------------------ the command
 def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path | None = None,
               checkpoint: str = "last", clusters: int | None = None, seed: int = 0,
-              map_tasks: list[str] | None = None, log=print) -> dict:
+              map_tasks: list[str] | None = None, replay_frames: int = 200, log=print) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,6 +416,11 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
     out.mkdir(parents=True, exist_ok=True)
     tasks = [task] + [t for t in (map_tasks if map_tasks is not None else ckpt["tasks"])
                       if t != task]
+    gl = None
+    if ckpt["family"] == "mamujoco":  # rendered frames need offscreen GL, set before import
+        from envs.mamujoco import use_offscreen_gl
+
+        gl = use_offscreen_gl()
     log(f"recording {episodes} greedy episodes on each of {tasks}")
     try:
         rollouts = [record(model, t, episodes, seed, options) for t in tasks]
@@ -410,6 +471,15 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
     if main.units is not None:
         log("rendering the replay")
         written["replay"] = [str(p) for p in replay(main, labels, 0, k, out / "replay_ep0")]
+    if main.physics is not None:
+        if gl is None:
+            summary["replay_skipped"] = ("no offscreen OpenGL for MuJoCo (tried MUJOCO_GL=egl "
+                                         "and osmesa; Debian: apt-get install libosmesa6)")
+            log(f"no rendered replay: {summary['replay_skipped']}")
+        else:
+            log(f"rendering the replay (MUJOCO_GL={gl})")
+            written["replay"] = mujoco_replay(main, labels, 0, k, out / "replay_ep0", options,
+                                              replay_frames)
     writer.close()
     summary["files"] = {key: [str(p) for p in v] for key, v in written.items()}
     (out / "skill_maps.json").write_text(json.dumps(summary, indent=2))

@@ -10,8 +10,13 @@ import torch
 
 import envs
 from envs.core import random_actions
+from envs.mamujoco import use_offscreen_gl
 from marl.collect import record_episodes
 from marl.data.format import write_dataset
+
+# MuJoCo fixes its OpenGL backend when it is first imported: pick an offscreen one that works
+# here (EGL or OSMesa; none is fine) before any test imports it, for the rendered replays.
+use_offscreen_gl()
 
 # Test tensors are tiny: one intra-op thread avoids oversubscribing the cores (2 in CI) when the
 # simulator or another job is busy, which slows small kernels several-fold.

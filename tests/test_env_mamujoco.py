@@ -11,7 +11,8 @@ import torch
 
 import envs
 from envs.core import EnvError
-from envs.mamujoco import CFRC_DIM, OBS_KINDS, ROOT, MaMuJoCoEnv, MujocoTask, parse_map
+from envs.mamujoco import (CFRC_DIM, OBS_KINDS, ROOT, MaMuJoCoEnv, MujocoTask, parse_map,
+                           use_offscreen_gl)
 from marl.entity.mamujoco import (
     JOINT_DIM,
     JOINT_VALUES,
@@ -465,3 +466,35 @@ def test_parser_rejects_wrong_shapes():
     with MaMuJoCoEnv("HalfCheetah-2x3", num_envs=1) as env:
         with pytest.raises(ValueError, match=r"expected \(2, 12\)"):
             parse_mujoco_obs(torch.zeros(4, 3, 12), env.layout)
+
+
+@pytest.mark.skipif(use_offscreen_gl() is None, reason="no offscreen OpenGL (EGL, OSMesa) here")
+def test_render_states_paints_each_agents_bodies():
+    """Frames of recorded states: the right size, the robot moving between them, and an agent's
+    colour showing exactly where its bodies are."""
+    with MaMuJoCoEnv("HalfCheetah-2x3", num_envs=1, seed=0) as env:
+        env.reset()
+        snaps = []
+        for _ in range(6):
+            snaps.append(env.physics_snapshot())
+            env.step(np.ones((1, 2, 3), np.float32))
+        qpos = np.concatenate([s["qpos"] for s in snaps])
+        qvel = np.concatenate([s["qvel"] for s in snaps])
+        assert qpos.shape == (6, env._gym_envs[0].unwrapped.model.nq)
+        red_blue = np.tile(np.array([[1, 0, 0, 1], [0, 0, 1, 1]], np.float32), (6, 1, 1))
+        frames = env.render_states(qpos, qvel, red_blue, width=160, height=120)
+        assert frames.shape == (6, 120, 160, 3) and frames.dtype == np.uint8
+        assert not np.array_equal(frames[0], frames[-1])  # the robot moved
+
+        def strongly(frame, channel):  # pixels where one channel dominates
+            f = frame.astype(int)
+            others = np.delete(f, channel, axis=-1).max(-1)
+            return (f[..., channel] > others + 80).sum()
+
+        assert strongly(frames[0], 0) > 20 and strongly(frames[0], 2) > 20
+        blue_red = red_blue[:, ::-1].copy()
+        blue_red[..., 3] = 1
+        swapped = env.render_states(qpos[:1], qvel[:1], blue_red[:1], width=160, height=120)[0]
+        assert abs(strongly(swapped, 0) - strongly(frames[0], 2)) < 0.2 * strongly(frames[0], 2)
+        with pytest.raises(EnvError, match="agent_rgba"):
+            env.render_states(qpos, qvel, red_blue[:, :1])

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_run_of
+from envs.mamujoco import use_offscreen_gl
 from marl.evaluate import load_run_model
 from marl.viz import SkillClusters, VizError, record, visualize
 
@@ -101,8 +102,8 @@ def test_bad_input_is_one_clear_error(tiny_data, tiny_run, tmp_path, capsys):
 
 
 def test_mujoco_run_gets_agent_and_joint_timelines(tmp_path):
-    """A MuJoCo HiSSD run (random-action data): skill and joint-level timelines, skill maps;
-    no replay (no SMAX units)."""
+    """A MuJoCo HiSSD run (random-action data): skill and joint-level timelines, skill maps,
+    and, where offscreen OpenGL works, a rendered replay of every n-th step."""
     from conftest import write_random
     from marl.data.loader import dataset_path
 
@@ -117,10 +118,16 @@ def test_mujoco_run_gets_agent_and_joint_timelines(tmp_path):
         write_random(path, task, episodes=6, seed=i, quality="expert")
     run = tiny_run_of((taskset, tmp_path / "data"), tmp_path / "run", updates=2)
     summary = visualize(run, "mamujoco:Hopper-3x1", episodes=1, out=tmp_path / "viz",
-                        clusters=2, log=lambda s: None)
+                        clusters=2, replay_frames=10, log=lambda s: None)
     files = summary["files"]
     assert len(files["timelines"]) == 2 and len(files["joint_timelines"]) == 2
-    assert "replay" not in files
+    if use_offscreen_gl() is None:
+        assert "replay" not in files and "offscreen" in summary["replay_skipped"]
+    else:
+        length = summary["episode_lengths"][0]
+        with Image.open(files["replay"][0]) as gif:
+            assert gif.n_frames == len(range(0, length, -(-length // 10))) <= 10
+            assert gif.size[0] >= 400 and gif.size[1] >= 300
     with Image.open(tmp_path / "viz" / "joint_timeline_ep0.png") as img:
         assert img.size[0] >= 800
     assert set(summary["silhouette_by_task"]) == {"common", "task"}
