@@ -288,11 +288,25 @@ def skill_maps(rollouts: list[Rollout], seed: int = 0, per_task: int = 400):
     return figures, scores, points, meta_arr, tasks
 
 
+def _animate(fig, draw, frames: int, path: Path, fps: int) -> list[Path]:
+    """``draw(i)`` for each frame, saved as ``path.gif`` (and ``path.mp4`` with ffmpeg)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+
+    anim = FuncAnimation(fig, draw, frames=frames, blit=False)
+    out = [path.with_suffix(".gif")]
+    anim.save(out[0], writer=PillowWriter(fps=fps))
+    if shutil.which("ffmpeg"):
+        out.append(path.with_suffix(".mp4"))
+        anim.save(out[1], writer=FFMpegWriter(fps=fps))
+    plt.close(fig)
+    return out
+
+
 def replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, path: Path) -> list[Path]:
     """Animated GIF (and MP4 with ffmpeg) of one SMAX battle: allies coloured by skill, enemies
     in black, health bars, attack lines, legend and step counter."""
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
 
     if rollout.units is None:
         raise VizError(f"{rollout.task}: replays need SMAX unit positions (SMAC tasks)")
@@ -333,14 +347,7 @@ def replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, path: Pat
         ax.legend(handles=handles, loc="upper right", fontsize=7)
         return []
 
-    anim = FuncAnimation(fig, draw, frames=length, blit=False)
-    out = [path.with_suffix(".gif")]
-    anim.save(out[0], writer=PillowWriter(fps=4))
-    if shutil.which("ffmpeg"):
-        out.append(path.with_suffix(".mp4"))
-        anim.save(out[1], writer=FFMpegWriter(fps=4))
-    plt.close(fig)
-    return out
+    return _animate(fig, draw, length, path, fps=4)
 
 
 def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, path: Path,
@@ -349,7 +356,6 @@ def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, pa
     each agent drives painted with its current common skill, legend, per-agent skill and step
     counter. Long episodes are shown every ``ceil(length / max_frames)``-th step."""
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
     from matplotlib.colors import to_rgba
 
     length = int(rollout.lengths[episode])
@@ -380,14 +386,7 @@ def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, pa
                                   for a, s in enumerate(skill[i])))
         return []
 
-    anim = FuncAnimation(fig, draw, frames=len(steps), blit=False)
-    out = [path.with_suffix(".gif")]
-    anim.save(out[0], writer=PillowWriter(fps=10))
-    if shutil.which("ffmpeg"):
-        out.append(path.with_suffix(".mp4"))
-        anim.save(out[1], writer=FFMpegWriter(fps=10))
-    plt.close(fig)
-    return out
+    return _animate(fig, draw, len(steps), path, fps=10)
 
 
 # ------------------------------------------------------------------------------ the command

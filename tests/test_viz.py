@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -35,6 +37,14 @@ def test_figures_and_replay_are_made(drawn):
     assert labels.shape[:2] == (2, max(lengths)) and (labels[0, lengths[0]:] == -1).all()
     with Image.open(a / "replay_ep0.gif") as gif:
         assert gif.size == (600, 600) and gif.n_frames == lengths[0]
+    if shutil.which("ffprobe"):  # ffmpeg is installed: the MP4 has every frame too
+        count = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+             "stream=nb_read_frames", "-of", "csv=p=0", str(a / "replay_ep0.mp4")],
+            capture_output=True, text=True, check=True).stdout
+        assert int(count) == lengths[0]
+    else:
+        assert not (a / "replay_ep0.mp4").exists()
     assert summary["clusters"]["k"] == 3
     sil = json.loads((a / "skill_maps.json").read_text())["silhouette_by_task"]
     assert set(sil) == {"common", "task"} and all(-1 <= v <= 1 for v in sil.values())
