@@ -830,7 +830,7 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
     n_actions = stored["avail_actions"].shape[-1] if "avail_actions" in stored else None
     check(_check_episodes, small, where, won)
     filled = small["filled"][..., 0].astype(bool)
-    rows = np.concatenate([[0], np.cumsum(episode_lengths(small["filled"]))])
+    rows = np.concatenate([[0], np.cumsum(filled.sum(1))])  # first row of each episode
     to_pack = tuple(k for k in PACKED_KEYS if k in required) if packed else ()
     arrays: dict[str, np.ndarray] = {}
     for key in sorted(required + ((WON_KEY,) if won is not None else ())):
