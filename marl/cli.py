@@ -116,7 +116,8 @@ def _behavior_train(args: argparse.Namespace) -> None:
 def _behavior_export(args: argparse.Namespace) -> None:
     from marl.collect import export_policies
 
-    record = export_policies(args.run, args.out, command=args.command_line)
+    record = export_policies(args.run, args.out, command=args.command_line,
+                             medium_run=args.medium_run, medium_command=args.medium_command_line)
     for name, snap in record["snapshots"].items():
         print(f"{name:<9} env steps {snap['env_steps']:>9,}  greedy {snap['greedy']}")
 
@@ -240,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="a `marl behavior train` folder")
     export.add_argument("--out", required=True, help="e.g. datasets/policies/smac_3m")
     export.add_argument("--command-line", default="", help="the training command, for provenance")
+    export.add_argument("--medium-run", default=None,
+                        help="a denser-snapshot run of the same task to take medium/replay from")
+    export.add_argument("--medium-command-line", default="",
+                        help="the --medium-run's training command, for provenance")
     export.set_defaults(func=_behavior_export)
 
     col = groups.add_parser("collect", help="record a dataset from behaviour-policy snapshots")

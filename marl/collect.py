@@ -60,59 +60,103 @@ def list_snapshots(folder: str | Path) -> list[Snapshot]:
     return sorted(snaps, key=lambda s: s.metadata["env_steps"])
 
 
+def _steps(snap: Snapshot) -> int:
+    return snap.metadata["env_steps"]
+
+
+def _medium(snaps: list[Snapshot], first: float, best: float) -> Snapshot:
+    """The medium snapshot among ``snaps`` (training order): for SMAC the earliest whose greedy
+    win rate is in the medium quality's band (40-60 %, ``marl.data.qualities``); otherwise (no
+    snapshot in the band, or returns) the earliest at least halfway from ``first`` to ``best``
+    (returns may be negative, so "half of the expert" is measured from the start)."""
+    from marl.data.qualities import QUALITIES
+
+    low, high = QUALITIES["medium"].win_rate
+    if all("win_rate" in s.metadata["greedy"] for s in snaps):
+        in_band = [s for s in snaps if low <= s.score <= high]
+        if in_band:
+            return in_band[0]
+    halfway = first + (best - first) / 2
+    return next(s for s in snaps if s.score >= halfway)
+
+
 def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot], bool]:
     """The snapshots a quality is collected from, and whether actions are greedy.
 
-    expert: the best snapshot (ties: the latest); medium: the earliest snapshot halfway from the
-    first snapshot's score to the expert's (SMAC: about half the expert win rate, the target band
-    being 40-60 %; returns may be negative, so "half of the expert" is measured from the start);
-    poor: the first snapshot; medium-replay: every snapshot up to the medium one, sampled."""
+    A shipped policy folder names its picks (``poor``, ``medium``, ``expert``, ``replay_*``:
+    ``export_policies``). From a training run: expert is the best snapshot (ties: the latest),
+    medium is chosen by ``_medium``, poor is the first snapshot, and medium-replay is every
+    snapshot up to the medium one, sampled."""
     from marl.data.qualities import check_quality
 
     check_quality(quality)
-    best = max(snaps, key=lambda s: (s.score, s.metadata["env_steps"]))
-    halfway = snaps[0].score + (best.score - snaps[0].score) / 2
-    medium = next(s for s in snaps if s.score >= halfway)
+    named = {s.path.stem: s for s in snaps}
+    if {"poor", "medium", "expert"} <= named.keys():
+        poor, medium, best = named["poor"], named["medium"], named["expert"]
+        replays = sorted((s for n, s in named.items() if n.startswith("replay_")), key=_steps)
+        replay = [poor, *replays, medium]
+    else:
+        best = max(snaps, key=lambda s: (s.score, _steps(s)))
+        poor, medium = snaps[0], _medium(snaps, snaps[0].score, best.score)
+        replay = [s for s in snaps if _steps(s) <= _steps(medium)]
     if quality == "expert":
         return [best], True
     if quality == "medium":
         return [medium], True
     if quality == "poor":
-        return [snaps[0]], True
+        return [poor], True
     if quality == "medium-replay":
-        return [s for s in snaps if s.metadata["env_steps"] <= medium.metadata["env_steps"]], False
+        return replay, False
     raise EnvError(f"quality {quality!r} is not collected from snapshots (medium-expert joins files)")
 
 
-def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, command: str = "") -> dict:
+def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, command: str = "",
+                    medium_run: str | Path | None = None, medium_command: str = "") -> dict:
     """Copy the snapshots the data qualities need from a behaviour run into a policy folder to
-    ship (``datasets/policies/<task>/``): the first (poor), up to ``max_replay`` evenly spaced
-    ones before the medium one (medium-replay), the medium one and the expert one, each with
-    its provenance record, plus ``provenance.json`` (command, seed, steps, measured results).
-    Choosing again on the exported folder picks the same poor, medium and expert snapshots."""
+    ship (``datasets/policies/<task>/``), named by what they are for: the first (``poor``), up
+    to ``max_replay`` evenly spaced ones before the medium one (``replay_*``, medium-replay),
+    ``medium`` and ``expert``, each with its provenance record, plus ``provenance.json``
+    (command, seed, steps, measured results).
+
+    ``medium_run``: a second run of the same task with denser snapshots (``--snapshot-every
+    1``) for maps learned so fast that the main run's snapshots jump over the medium band;
+    medium and replay_* then come from it (the band, or halfway from the main run's first score
+    to its expert's), poor and expert from the main run."""
     snaps = list_snapshots(run)
     (expert,), _ = choose_snapshots(snaps, "expert")
-    (medium,), _ = choose_snapshots(snaps, "medium")
-    before = [s for s in snaps[1:] if s.metadata["env_steps"] < medium.metadata["env_steps"]]
+    poor = snaps[0]
+    config = expert.metadata["config"]
+    source = list_snapshots(medium_run) if medium_run is not None else snaps
+    if source[0].metadata["config"]["task"] != config["task"]:
+        raise EnvError(f"{medium_run} is a run of {source[0].metadata['config']['task']}, not "
+                       f"{config['task']}")
+    medium = _medium(source, poor.score, expert.score)
+    before = [s for s in source if s is not poor and _steps(s) < _steps(medium)]
     picks = np.linspace(0, len(before) - 1, min(max_replay, len(before))).round().astype(int)
-    keep = {snaps[0].path: "poor", medium.path: "medium", expert.path: "expert"}
+    keep = {"poor": poor, "medium": medium, "expert": expert}  # one snapshot may fill two roles
     for i, k in enumerate(sorted(set(picks.tolist()))):
-        keep.setdefault(before[k].path, f"replay_{i + 1}")
+        keep[f"replay_{i + 1}"] = before[k]
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for path, name in keep.items():
-        shutil.copyfile(path, out / f"{name}.safetensors")
-        shutil.copyfile(path.with_suffix(".json"), out / f"{name}.json")
-    config = expert.metadata["config"]
-    by_path = {s.path: s for s in snaps}
+    for name, snap in keep.items():
+        shutil.copyfile(snap.path, out / f"{name}.safetensors")
+        shutil.copyfile(snap.path.with_suffix(".json"), out / f"{name}.json")
     record = {
         "task": config["task"], "command": command, "seed": config["seed"],
-        "total_env_steps": snaps[-1].metadata["env_steps"],
-        "snapshots": {name: {k: by_path[p].metadata[k] for k in ("env_steps", "greedy", "sampled")}
-                      for p, name in keep.items()},
+        "total_env_steps": _steps(snaps[-1]),
+        "snapshots": {name: {k: snap.metadata[k] for k in ("env_steps", "greedy", "sampled")}
+                      for name, snap in keep.items()},
     }
+    if medium_run is not None:
+        record["medium_run"] = {
+            "command": medium_command,
+            "why": "medium and replay_* come from this separate run of the same configuration "
+                   "with denser snapshots (training is not bit-identical across snapshot "
+                   "frequencies); poor and expert from the main run",
+            "greedy_score_by_env_steps": {str(_steps(s)): s.score for s in source},
+        }
     (out / "provenance.json").write_text(json.dumps(record, indent=2))
     return record
 
