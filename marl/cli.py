@@ -119,7 +119,8 @@ def _behavior_export(args: argparse.Namespace) -> None:
     record = export_policies(args.run, args.out, command=args.command_line,
                              medium_run=args.medium_run, medium_command=args.medium_command_line)
     for name, snap in record["snapshots"].items():
-        print(f"{name:<9} env steps {snap['env_steps']:>9,}  greedy {snap['greedy']}")
+        print(f"{name:<9} env steps {snap['env_steps']:>9,}  acts {snap['acts']:<7}  "
+              f"greedy {snap['greedy']}  sampled {snap['sampled']}")
 
 
 def _collect(args: argparse.Namespace) -> None:

@@ -38,10 +38,21 @@ class Snapshot:
     metadata: dict
 
     @property
+    def greedy(self) -> bool:
+        """Whether this snapshot acts greedily when collecting: always for discrete families (as
+        ODIS collected in test mode); for continuous ones (MuJoCo) only when its Gaussian mean
+        scored at least as well as sampled actions, since a policy can learn to rely on its
+        noise, which the environment's action clipping turns into strong actions (as D4RL, which
+        collected MuJoCo data with sampled actions)."""
+        if not self.metadata["config"]["task"].startswith("mamujoco:"):
+            return True
+        return self.metadata["greedy"]["return"] >= self.metadata["sampled"]["return"]
+
+    @property
     def score(self) -> float:
-        """Greedy win rate (SMAC) or greedy return: how good this snapshot is."""
-        greedy = self.metadata["greedy"]
-        return greedy.get("win_rate", greedy["return"])
+        """How good this snapshot is, acting as it collects: its win rate (SMAC) or return."""
+        result = self.metadata["greedy" if self.greedy else "sampled"]
+        return result.get("win_rate", result["return"])
 
 
 def list_snapshots(folder: str | Path) -> list[Snapshot]:
@@ -65,8 +76,8 @@ def _steps(snap: Snapshot) -> int:
 
 
 def _medium(snaps: list[Snapshot], first: float, best: float) -> Snapshot:
-    """The medium snapshot among ``snaps`` (training order): for SMAC the earliest whose greedy
-    win rate is in the medium quality's band (40-60 %, ``marl.data.qualities``); otherwise (no
+    """The medium snapshot among ``snaps`` (training order): for SMAC the earliest whose
+    greedy win rate is in the medium quality's band (40-60 %, ``marl.data.qualities``); otherwise (no
     snapshot in the band, or returns) the earliest at least halfway from ``first`` to ``best``
     (returns may be negative, so "half of the expert" is measured from the start)."""
     from marl.data.qualities import QUALITIES
@@ -81,7 +92,8 @@ def _medium(snaps: list[Snapshot], first: float, best: float) -> Snapshot:
 
 
 def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot], bool]:
-    """The snapshots a quality is collected from, and whether actions are greedy.
+    """The snapshots a quality is collected from, and whether actions are greedy (see
+    ``Snapshot.greedy``; medium-replay samples).
 
     A shipped policy folder names its picks (``poor``, ``medium``, ``expert``, ``replay_*``:
     ``export_policies``). From a training run: expert is the best snapshot (ties: the latest),
@@ -99,12 +111,9 @@ def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot
         best = max(snaps, key=lambda s: (s.score, _steps(s)))
         poor, medium = snaps[0], _medium(snaps, snaps[0].score, best.score)
         replay = [s for s in snaps if _steps(s) <= _steps(medium)]
-    if quality == "expert":
-        return [best], True
-    if quality == "medium":
-        return [medium], True
-    if quality == "poor":
-        return [poor], True
+    if quality in ("expert", "medium", "poor"):
+        snap = {"expert": best, "medium": medium, "poor": poor}[quality]
+        return [snap], snap.greedy
     if quality == "medium-replay":
         return replay, False
     raise EnvError(f"quality {quality!r} is not collected from snapshots (medium-expert joins files)")
@@ -146,7 +155,8 @@ def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, comma
     record = {
         "task": config["task"], "command": command, "seed": config["seed"],
         "total_env_steps": _steps(snaps[-1]),
-        "snapshots": {name: {k: snap.metadata[k] for k in ("env_steps", "greedy", "sampled")}
+        "snapshots": {name: {**{k: snap.metadata[k] for k in ("env_steps", "greedy", "sampled")},
+                             "acts": "greedy" if snap.greedy else "sampled"}
                       for name, snap in keep.items()},
     }
     if medium_run is not None:

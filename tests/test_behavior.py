@@ -2,6 +2,7 @@
 One tiny real training run on 3m (about 30 s) is shared by the tests of this module."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,6 +116,27 @@ def test_medium_is_in_the_band_or_halfway(tmp_path, scores, metric, medium):
     assert chosen.score == medium and greedy
     replay, _ = choose_snapshots(list_snapshots(run), "medium-replay")
     assert [s.score for s in replay] == scores[:scores.index(medium) + 1]
+
+
+def test_mujoco_snapshots_act_as_they_score_best():
+    """SMAC always collects greedily (ODIS); a MuJoCo snapshot whose Gaussian mean does worse
+    than its sampled actions collects with sampled actions, and is scored that way."""
+    from marl.collect import Snapshot
+
+    def snap(task, steps, greedy, sampled):
+        return Snapshot(Path(f"{steps:06d}.safetensors"), {
+            "env_steps": steps, "greedy": {"return": greedy}, "sampled": {"return": sampled},
+            "config": {"task": task, "seed": 0}})
+
+    smac = snap("smac:3m", 1, 5.0, 9.0)
+    assert smac.greedy and smac.score == 5.0
+    noisy = [snap("mamujoco:HalfCheetah-6x1", 1, -20.0, -180.0),
+             snap("mamujoco:HalfCheetah-6x1", 2, 35.0, 525.0),
+             snap("mamujoco:HalfCheetah-6x1", 3, 300.0, 280.0)]
+    assert [s.greedy for s in noisy] == [True, False, True]
+    assert [s.score for s in noisy] == [-20.0, 525.0, 300.0]
+    assert choose_snapshots(noisy, "expert") == ([noisy[1]], False)
+    assert choose_snapshots(noisy, "poor") == ([noisy[0]], True)
 
 
 def test_export_takes_medium_from_a_denser_run(tmp_path):

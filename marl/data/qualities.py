@@ -44,7 +44,8 @@ QUALITIES: dict[str, Quality] = {
     for q in (
         Quality(
             name="expert",
-            description="episodes of the final (fully trained) behaviour policy, acting greedily",
+            description="episodes of the final (fully trained) behaviour policy, acting greedily "
+            "(MuJoCo: with sampled actions where those score better)",
             target="the behaviour policy's final performance (SMAC: its final greedy win rate, "
             "typically above 90 % on maps it can solve)",
             win_rate=None,
@@ -53,7 +54,7 @@ QUALITIES: dict[str, Quality] = {
         Quality(
             name="medium",
             description="episodes of a training snapshot at roughly half of expert performance, "
-            "acting greedily",
+            "acting greedily (MuJoCo: with sampled actions where those score better)",
             target="SMAC: greedy win rate 40-60 %; other families: mean return about half of "
             "the expert's",
             win_rate=(0.4, 0.6),
@@ -74,7 +75,8 @@ QUALITIES: dict[str, Quality] = {
         ),
         Quality(
             name="poor",
-            description="episodes of an early training snapshot, acting greedily",
+            description="episodes of an early training snapshot, acting greedily (MuJoCo: with "
+            "sampled actions where those score better)",
             target="well below medium (SMAC: greedy win rate under 20 %; other families: mean "
             "return under a quarter of the expert's)",
             win_rate=(0.0, 0.2),
