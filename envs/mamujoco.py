@@ -702,6 +702,7 @@ def use_offscreen_gl() -> str | None:
     backend = offscreen_gl()
     if backend and "mujoco" not in sys.modules:
         os.environ["MUJOCO_GL"] = backend
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)  # as the probe ran
     return backend if backend and os.environ.get("MUJOCO_GL") == backend else None
 
 
