@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,13 +65,8 @@ def split_task(task: str) -> tuple[Family, str]:
     return FAMILIES[family_name], map_name
 
 
-def make(
-    task: str, backend: str | None = None, num_envs: int = 1, seed: int = 0, **options: Any
-) -> BatchedEnv:
-    """Build ``num_envs`` auto-resetting copies of ``task`` on ``backend`` (the family's default
-    when None). ``options`` are family-specific simulator settings (e.g. SMAC's
-    ``enemy_attack_mode``); unknown ones are rejected by the backend."""
-    family, map_name = split_task(task)
+def _backend_class(task: str, backend: str | None) -> tuple[type, str]:
+    family, _ = split_task(task)
     backend = family.default_backend if backend is None else backend
     if backend not in family.backends:
         raise EnvError(
@@ -78,7 +74,26 @@ def make(
             f"available: {sorted(family.backends)}"
         )
     module_name, class_name = family.backends[backend].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    return getattr(importlib.import_module(module_name), class_name), backend
+
+
+def option_defaults(task: str, backend: str | None = None) -> dict[str, Any]:
+    """The simulator options a task's backend accepts, with their defaults (read from its
+    constructor), e.g. SMAX: ``{"enemy_attack_mode": "closest", "enemy_reaction": 1.0, ...}``."""
+    cls, _ = _backend_class(task, backend)
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+            and name not in ("num_envs", "seed", "check_actions")}
+
+
+def make(
+    task: str, backend: str | None = None, num_envs: int = 1, seed: int = 0, **options: Any
+) -> BatchedEnv:
+    """Build ``num_envs`` auto-resetting copies of ``task`` on ``backend`` (the family's default
+    when None). ``options`` are family-specific simulator settings (e.g. SMAC's
+    ``enemy_attack_mode``); unknown ones are rejected by the backend."""
+    _, map_name = split_task(task)
+    cls, backend = _backend_class(task, backend)
     return cls(map_name, num_envs=num_envs, seed=seed, **options)
 
 
@@ -91,5 +106,6 @@ __all__ = [
     "Family",
     "TimeStep",
     "make",
+    "option_defaults",
     "split_task",
 ]

@@ -213,3 +213,19 @@ def focus_fire_actions(obs, avail_actions, layout: SmacLayout):
     walk = np.where(avail_actions[..., east], east, ACTION_NAMES.index("stop"))
     actions = np.where(shootable.any(-1), N_ACTIONS_NO_ATTACK + weakest, walk)
     return np.where(avail_actions[..., 0], 0, actions)  # the dead may only no-op
+
+
+def focus_fire_win_rate(env, seed: int = 0) -> float:
+    """Win rate of ``focus_fire_actions`` over the first battle of each of ``env``'s copies (a
+    yardstick of how hard a map and its opponent are)."""
+    import numpy as np
+
+    ts = env.reset(seed)
+    done = np.zeros(env.num_envs, bool)
+    won = np.zeros(env.num_envs, bool)
+    while not done.all():
+        ts = env.step(focus_fire_actions(ts.obs, ts.avail_actions, env.info.layout))
+        finished = ts.done & ~done
+        won |= finished & ts.info["battle_won"]
+        done |= finished
+    return float(won.mean())

@@ -19,7 +19,11 @@ Where SMAX differs from StarCraft II and what this adapter does about it:
   attack range (SMACv1 uses 9 and 6 for every unit); distances are normalised by the observer's
   sight range as in SMAC.
 * Opponent: SMAX's scripted heuristic, with ``enemy_attack_mode`` "closest" (default, JaxMARL's
-  setting) or "random"; it is recorded in ``env.info.options``.
+  setting) or "random", and ``enemy_reaction``: the probability that an enemy unit takes a fresh
+  decision on a step (1, the default, is SMAX's heuristic as it is: it re-decides every step with
+  full information; below 1 a unit otherwise repeats its last action, a reaction delay of
+  1 / p steps on average, as StarCraft II's built-in AI does not respond instantly). Both are
+  recorded in ``env.info.options``.
 * Reward: SMAC's ``reward_only_positive`` convention (damage dealt + 10 per kill + 200 for a win,
   scaled so that a won battle returns exactly 20). A win needs every enemy dead and an ally alive.
 """
@@ -43,11 +47,13 @@ MOVE_LOOKAHEAD = 1.0  # SMAC's can_move looks half a 2-unit move ahead
 REWARD_DEATH_VALUE, REWARD_WIN, REWARD_SCALE_RATE = 10.0, 200.0, 20.0
 # SMAC action -> SMAX action: 0 no-op/1 stop -> 4 stop; N, S, E, W -> 0, 2, 1, 3; attack j -> 5+j
 _SMAC_TO_SMAX_MOVES = np.array([4, 4, 0, 2, 1, 3], dtype=np.int32)
+SMAX_STOP = 4
 # SMAC move feature order (north, south, east, west) as unit vectors
 _MOVE_DIRECTIONS = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]], dtype=np.float32)
 ENEMY_ATTACK_MODES = ("closest", "random")
 OPTIONS = {
     "enemy_attack_mode": f"one of {ENEMY_ATTACK_MODES}: how the scripted enemy picks targets",
+    "enemy_reaction": "float in (0, 1]: probability that an enemy unit re-decides on a step",
     "episode_limit": "positive int overriding SMAC's per-map limit",
 }
 
@@ -66,7 +72,8 @@ def _enable_persistent_cache() -> None:
 class _SmaxProgram:
     """The jitted reset/step of one (map, opponent, limit): built once per process."""
 
-    def __init__(self, layout: SmacLayout, enemy_attack_mode: str, episode_limit: int):
+    def __init__(self, layout: SmacLayout, enemy_attack_mode: str, enemy_reaction: float,
+                 episode_limit: int):
         import contextlib
         import io
 
@@ -80,7 +87,10 @@ class _SmaxProgram:
         n_a, n_e = layout.n_agents, layout.n_enemies
         unit_names = layout.ally_types + layout.enemy_types
         type_ids = np.array([SMAX_TYPE_ID[t] for t in unit_names], dtype=np.uint8)
-        self.sim = HeuristicEnemySMAX(
+        # reaction 1 keeps SMAX's class itself, so default runs draw the same random numbers.
+        delayed = {} if enemy_reaction == 1.0 else {"reaction": enemy_reaction}
+        self.sim = (_delayed_enemy_class(HeuristicEnemySMAX) if delayed else HeuristicEnemySMAX)(
+            **delayed,
             scenario=Scenario(jnp.asarray(type_ids), n_a, n_e, False, False),
             max_steps=episode_limit,
             walls_cause_death=False,
@@ -259,15 +269,50 @@ def _type_bits(unit_types: tuple[str, ...], bit_names: tuple[str, ...]) -> np.nd
 
 
 @functools.lru_cache(maxsize=None)
-def _program(map_name: str, enemy_attack_mode: str, episode_limit: int) -> _SmaxProgram:
-    return _SmaxProgram(parse_map(map_name), enemy_attack_mode, episode_limit)
+def _delayed_enemy_class(heuristic_enemy_smax: type) -> type:
+    """SMAX's heuristic enemy with a reaction delay (built lazily: jaxmarl is imported late)."""
+    import jax
+    import jax.numpy as jnp
+
+    class DelayedHeuristicEnemySMAX(heuristic_enemy_smax):
+        """Each enemy unit takes the heuristic's fresh decision with probability ``reaction``
+        on a step and otherwise repeats its previous action (and keeps its heuristic memory)."""
+
+        def __init__(self, reaction: float, **kwargs):
+            super().__init__(**kwargs)
+            self.reaction = reaction
+
+        def get_enemy_policy_initial_state(self, key):
+            stop = jnp.full(self.num_enemies, SMAX_STOP, jnp.int32)
+            return super().get_enemy_policy_initial_state(key), stop
+
+        def get_enemy_actions(self, key, policy_state, enemy_obs):
+            memory, previous = policy_state
+            key, key_react = jax.random.split(key)
+            fresh, new_memory = super().get_enemy_actions(key, memory, enemy_obs)
+            fresh = jnp.stack([fresh[agent] for agent in self.enemy_agents]).astype(jnp.int32)
+            react = jax.random.uniform(key_react, (self.num_enemies,)) < self.reaction
+            actions = jnp.where(react, fresh, previous)
+            memory = jax.tree.map(
+                lambda new, old: jnp.where(react.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                new_memory, memory)
+            return {agent: actions[i] for i, agent in enumerate(self.enemy_agents)}, (memory, actions)
+
+    return DelayedHeuristicEnemySMAX
+
+
+@functools.lru_cache(maxsize=None)
+def _program(map_name: str, enemy_attack_mode: str, enemy_reaction: float,
+             episode_limit: int) -> _SmaxProgram:
+    return _SmaxProgram(parse_map(map_name), enemy_attack_mode, enemy_reaction, episode_limit)
 
 
 class SmaxEnv(BatchedEnv):
     """``num_envs`` auto-resetting SMAX battles of one SMAC map, in SMAC's layout."""
 
     def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0,
-                 enemy_attack_mode: str = "closest", episode_limit: int | None = None,
+                 enemy_attack_mode: str = "closest", enemy_reaction: float = 1.0,
+                 episode_limit: int | None = None,
                  check_actions: bool = True, **unknown: Any):
         if unknown:
             raise EnvError(f"smac/smax: unknown option(s) {sorted(unknown)}; accepted: {OPTIONS}")
@@ -275,13 +320,19 @@ class SmaxEnv(BatchedEnv):
         if enemy_attack_mode not in ENEMY_ATTACK_MODES:
             raise EnvError(f"smac/smax: enemy_attack_mode={enemy_attack_mode!r}; "
                            f"accepted: {ENEMY_ATTACK_MODES}")
+        if (isinstance(enemy_reaction, bool) or not isinstance(enemy_reaction, (int, float))
+                or not 0.0 < enemy_reaction <= 1.0):
+            raise EnvError(f"smac/smax: enemy_reaction={enemy_reaction!r}; expected a probability "
+                           "in (0, 1] (1: the heuristic re-decides every step)")
         self.info = smac_env_info(
             layout, "smax", episode_limit,
-            options={"enemy_attack_mode": enemy_attack_mode, "walls_cause_death": False,
+            options={"enemy_attack_mode": enemy_attack_mode,
+                     "enemy_reaction": float(enemy_reaction), "walls_cause_death": False,
                      "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX"})
         self.num_envs = check_num_envs(num_envs)
         self.check_actions = check_actions
-        self._program = _program(map_name, enemy_attack_mode, self.info.episode_limit)
+        self._program = _program(map_name, enemy_attack_mode, float(enemy_reaction),
+                                 self.info.episode_limit)
         self._seed = seed
         self.reset(seed)
 

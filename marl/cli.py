@@ -4,9 +4,10 @@
     marl envs check TASK [--backend B] [--num-envs N] [--steps S] [--seed S]
                                            build TASK, print its layout and measured env-steps/s
     marl behavior train TASK --out DIR [--steps N] [--seed S] [--enemy-attack-mode M]
+                                           [--enemy-reaction P]
                                            train (or resume) a MAPPO behaviour policy
     marl behavior export RUN --out DIR     keep the snapshots data qualities need (to ship)
-    marl collect --task TASK --policy DIR --quality Q --episodes N --out FILE
+    marl collect --task TASK --policy DIR --quality Q --episodes N --out FILE [--env-option K=V]
                                            record a dataset from behaviour-policy snapshots
     marl datasets build TASKSET --quality Q [--episodes N] [--policies DIR] [--out DIR]
                                            datasets of every training task of a task set
@@ -105,10 +106,13 @@ def _envs_check(args: argparse.Namespace) -> None:
 def _behavior_train(args: argparse.Namespace) -> None:
     from marl.behavior import BehaviorConfig, train
 
-    options = {"enemy_attack_mode": args.enemy_attack_mode} if args.enemy_attack_mode else None
+    options = {key: value for key, value in (("enemy_attack_mode", args.enemy_attack_mode),
+                                              ("enemy_reaction", args.enemy_reaction))
+               if value is not None} or None
     cfg = BehaviorConfig(task=args.task, total_env_steps=args.steps, seed=args.seed,
                          num_envs=args.num_envs, snapshot_every=args.snapshot_every,
-                         eval_episodes=args.eval_episodes, threads=args.threads, env_options=options)
+                         eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
+                         entropy_coef=args.entropy_coef)
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
 
@@ -124,10 +128,21 @@ def _behavior_export(args: argparse.Namespace) -> None:
 
 
 def _collect(args: argparse.Namespace) -> None:
+    import yaml
+
+    from envs import EnvError
     from marl.collect import collect
 
+    options = None
+    if args.env_option:
+        options = {}
+        for item in args.env_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise EnvError(f"--env-option {item!r}: expected KEY=VALUE, e.g. enemy_reaction=0.8")
+            options[key] = yaml.safe_load(value)
     out = collect(args.task, args.policy, args.quality, args.episodes, args.out, seed=args.seed,
-                  num_envs=args.num_envs)
+                  num_envs=args.num_envs, env_options=options)
     print(f"wrote {out}")
 
 
@@ -235,8 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--snapshot-every", type=int, default=10, help="updates between snapshots")
     btrain.add_argument("--eval-episodes", type=int, default=128, help="episodes per snapshot eval")
     btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
+    btrain.add_argument("--entropy-coef", type=float, default=0.01,
+                        help="weight of the entropy bonus (0.01)")
     btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,
                         help="SMAC on SMAX: the scripted enemy's targeting (default closest)")
+    btrain.add_argument("--enemy-reaction", type=float, default=None,
+                        help="SMAC on SMAX: probability that an enemy unit re-decides on a step "
+                             "(default 1; marine-hard uses 0.8)")
     btrain.set_defaults(func=_behavior_train)
     export = behavior_cmds.add_parser("export", help="keep the snapshots data qualities need")
     export.add_argument("run", help="a `marl behavior train` folder")
@@ -256,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--out", required=True, help="HDF5 file to write (re-running resumes)")
     col.add_argument("--seed", type=int, default=0)
     col.add_argument("--num-envs", type=int, default=64)
+    col.add_argument("--env-option", action="append", metavar="KEY=VALUE",
+                     help="simulator option, repeatable (e.g. enemy_reaction=0.8); default: the "
+                          "options the policy was trained with")
     col.set_defaults(func=_collect)
 
     data = groups.add_parser("datasets", help="build and inspect offline datasets")

@@ -75,15 +75,20 @@ def _steps(snap: Snapshot) -> int:
     return snap.metadata["env_steps"]
 
 
+BAND_EXPERT = 0.8  # a 40-60 % medium is "half of the expert" only for an expert this good
+
+
 def _medium(snaps: list[Snapshot], first: float, best: float) -> Snapshot:
-    """The medium snapshot among ``snaps`` (training order): for SMAC the earliest whose
-    greedy win rate is in the medium quality's band (40-60 %, ``marl.data.qualities``); otherwise (no
-    snapshot in the band, or returns) the earliest at least halfway from ``first`` to ``best``
-    (returns may be negative, so "half of the expert" is measured from the start)."""
+    """The medium snapshot among ``snaps`` (training order): for SMAC, where the expert wins at
+    least ``BAND_EXPERT`` of its battles, the earliest whose greedy win rate is in the medium
+    quality's band (40-60 %, ``marl.data.qualities``: half of such an expert); otherwise (a
+    weaker expert, no snapshot in the band, or returns) the earliest at least halfway from
+    ``first`` to ``best`` (returns may be negative, so "half of the expert" is measured from
+    the start)."""
     from marl.data.qualities import QUALITIES
 
     low, high = QUALITIES["medium"].win_rate
-    if all("win_rate" in s.metadata["greedy"] for s in snaps):
+    if best >= BAND_EXPERT and all("win_rate" in s.metadata["greedy"] for s in snaps):
         in_band = [s for s in snaps if low <= s.score <= high]
         if in_band:
             return in_band[0]
@@ -155,6 +160,8 @@ def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, comma
     record = {
         "task": config["task"], "command": command, "seed": config["seed"],
         "total_env_steps": _steps(snaps[-1]),
+        # the simulator options (e.g. the SMAX opponent) it was trained and scored against
+        "env_options": expert.metadata.get("env_options"),
         "snapshots": {name: {**{k: snap.metadata[k] for k in ("env_steps", "greedy", "sampled")},
                              "acts": "greedy" if snap.greedy else "sampled"}
                       for name, snap in keep.items()},
@@ -286,11 +293,15 @@ def _progress(label: str, total: int):
 def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str | Path,
             seed: int = 0, num_envs: int = 64, shard_episodes: int = 250,
             env_options: dict | None = None, show_progress: bool = True) -> Path:
-    """Collect ``episodes`` episodes of ``quality`` into the HDF5 file ``out`` (resumable)."""
+    """Collect ``episodes`` episodes of ``quality`` into the HDF5 file ``out`` (resumable).
+    ``env_options`` None: those of the opponent the policy was trained against."""
     from marl.data.format import read_dataset, write_dataset
+    from marl.data.loader import check_env_options
 
     out = Path(out)
-    if out.exists():
+    if out.exists():  # finished before; kept only if collected under the options asked for now
+        if env_options is not None:
+            check_env_options(out, task, env_options)
         return out
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -315,9 +326,12 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
                   "snapshots": [{"file": s.path.name, "env_steps": s.metadata["env_steps"],
                                  "greedy": s.metadata["greedy"], "sampled": s.metadata["sampled"]}
                                 for s in chosen]}
-    options = dict(env_options or {})
-    if not options and chosen[0].metadata.get("env_options", {}).get("enemy_attack_mode"):
-        options["enemy_attack_mode"] = chosen[0].metadata["env_options"]["enemy_attack_mode"]
+    if env_options is None:  # play against the opponent the policy was trained against
+        defaults = envs.option_defaults(task)
+        trained = chosen[0].metadata.get("env_options") or {}
+        options = {k: v for k, v in trained.items() if k in defaults and v != defaults[k]}
+    else:
+        options = dict(env_options)
     show = _progress(f"{task} {quality}", episodes) if show_progress else None
     for k in range(n_shards):
         shard = parts / f"shard_{k:05d}.h5"
@@ -359,7 +373,8 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
             f"`marl behavior export runs/behavior/NAME --out {policies}/NAME`")
     written = []
     for task, folder in folders.items():
-        path = collect(task, folder, quality, episodes, dataset_path(out, task, quality),
+        path = collect(task, folder, quality, episodes,
+                       dataset_path(out, task, quality, ts.env_options),
                        seed=seed, num_envs=num_envs, env_options=ts.env_options)
         log(f"wrote {path}")
         written.append(path)

@@ -62,6 +62,21 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         p.grad = chunk.view_as(p)
 
 
+def release_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Linux/glibc: serve allocations over ``threshold`` bytes with their own memory maps, so
+    freed tensors go back to the OS at once. By default glibc raises this threshold whenever a
+    large block is freed and then keeps such blocks in its heap, where a training step's
+    changing tensor sizes fragment it. Returns False where ``mallopt`` is unavailable."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def load_dataset(cfg: DictConfig):
     from envs.tasksets import load_taskset
     from marl.data.loader import MultiTaskDataset
@@ -133,6 +148,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
 
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.set_flush_denormal(True)
+    if cfg.release_memory and not release_freed_memory():
+        log("release_memory: glibc's mallopt is not available here; ignored")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
@@ -194,9 +211,12 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     samples_per_update = cfg.batch_size * len(data.tasks) * world
     while update < cfg.updates:
         batches = [data.sample(cfg.batch_size, task=t, generator=gen) for t in data.tasks]
-        loss, stats = model.loss(batches, gen)
         optim.zero_grad(set_to_none=True)
-        loss.backward()
+        if hasattr(model, "backward"):  # HiSSD: may back-propagate one task at a time
+            stats = model.backward(batches, gen)
+        else:
+            loss, stats = model.loss(batches, gen)
+            loss.backward()
         if world > 1:
             _average_gradients(params, world)
         if cfg.grad_clip:

@@ -12,7 +12,7 @@ from envs.core import random_actions
 from marl import collect as collect_mod
 from marl.behavior import BehaviorConfig, act, family_adapter, load_policy, train
 from marl.collect import choose_snapshots, collect, export_policies, list_snapshots
-from marl.data.format import read_dataset
+from marl.data.format import DatasetError, read_dataset
 
 TINY = dict(total_env_steps=50_000, num_envs=32, rollout_steps=64, minibatches=2,
             snapshot_every=5, eval_episodes=64, seed=0)
@@ -107,6 +107,7 @@ def fake_run(folder, scores, task="smac:2s3z", metric="win_rate"):
 @pytest.mark.parametrize("scores, metric, medium", [
     ([0.0, 0.3, 0.45, 0.7, 0.95], "win_rate", 0.45),  # the band (40-60 %), not halfway (47.5 %)
     ([0.0, 0.2, 0.75, 0.9], "win_rate", 0.75),  # learning jumped over the band: halfway
+    ([0.0, 0.1, 0.25, 0.41, 0.44], "win_rate", 0.25),  # weak expert (< 80 %): halfway, not 41 %
     ([-20.0, -15.0, -10.0, -5.0], "return", -10.0),  # returns: halfway from the first score
 ])
 def test_medium_is_in_the_band_or_halfway(tmp_path, scores, metric, medium):
@@ -202,6 +203,32 @@ def test_collect_writes_odis_layout_and_resumes_identically(tiny_run, tmp_path, 
                                    shard_episodes=10, num_envs=8, show_progress=False))
     for key, value in data.arrays.items():
         np.testing.assert_array_equal(resumed.arrays[key], value, err_msg=key)
+
+
+def test_collect_plays_the_asked_or_the_trained_opponent(tiny_run, tmp_path):
+    """Options given are recorded; without them, the policy's training opponent is played; a
+    finished file of another opponent is never taken for the one asked for."""
+    out, _ = tiny_run
+    delayed = collect("smac:3m", out, "poor", 4, tmp_path / "r.h5", num_envs=4,
+                      env_options={"enemy_reaction": 0.8}, show_progress=False)
+    assert read_dataset(delayed).attrs["env_options"] == {"enemy_reaction": 0.8}
+    with pytest.raises(DatasetError, match=r"r\.h5.*env_options.*enemy_reaction.*\(0\.8, 1\.0\)"):
+        collect("smac:3m", out, "poor", 4, tmp_path / "r.h5", env_options={},
+                show_progress=False)
+
+    trained = tmp_path / "policy"  # the tiny run's snapshots, as if trained against 0.8
+    trained.mkdir()
+    for snap in (out / "snapshots").glob("*.safetensors"):
+        (trained / snap.name).write_bytes(snap.read_bytes())
+        record = json.loads(snap.with_suffix(".json").read_text())
+        record["env_options"] = dict(record["env_options"], enemy_reaction=0.8)
+        (trained / snap.with_suffix(".json").name).write_text(json.dumps(record))
+    inherited = collect("smac:3m", trained, "poor", 4, tmp_path / "i.h5", num_envs=4,
+                        show_progress=False)
+    assert read_dataset(inherited).attrs["env_options"] == {"enemy_reaction": 0.8}
+    default = collect("smac:3m", trained, "poor", 4, tmp_path / "d.h5", num_envs=4,
+                      env_options={}, show_progress=False)
+    assert read_dataset(default).attrs["env_options"] == {}
 
 
 def test_medium_expert_is_half_and_half(tiny_run, tmp_path):

@@ -60,6 +60,21 @@ def test_datasets_build_from_shipped_policy_then_inspect(tmp_path, capsys):
     assert "16" in card and "medium" in card and "smac:3m" in card
 
 
+def test_collect_with_env_options(tmp_path, capsys):
+    """`--env-option` sets the simulator (here the delayed opponent); the card shows it; a
+    malformed option is one error line."""
+    out = tmp_path / "3m.h5"
+    assert main(["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+                 "--quality", "poor", "--episodes", "4", "--num-envs", "4", "--out", str(out),
+                 "--env-option", "enemy_reaction=0.8"]) == 0
+    capsys.readouterr()
+    assert main(["datasets", "inspect", str(out)]) == 0
+    assert '{"enemy_reaction": 0.8}' in capsys.readouterr().out
+    result = run("collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+                 "--quality", "poor", "--out", str(tmp_path / "x.h5"), "--env-option", "fast")
+    assert result.returncode == 2 and "--env-option 'fast': expected KEY=VALUE" in result.stderr
+
+
 def test_inspect_missing_or_corrupt_file_is_one_error_line(tmp_path):
     result = run("datasets", "inspect", str(tmp_path / "nope.h5"))
     assert result.returncode == 2 and "nope.h5" in result.stderr and "Traceback" not in result.stderr

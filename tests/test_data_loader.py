@@ -72,8 +72,37 @@ def test_dataset_path_convention(tmp_path):
         dataset_path(tmp_path, "nope:3m", "medium")
     with pytest.raises(DatasetError, match="does not exist"):
         quality_paths(tmp_path, "smac:3m", "expert")
-    with pytest.raises(DatasetError, match=r"smac_3m.medium\.h5 does not exist"):
+    with pytest.raises(DatasetError, match=r"smac_3m\+enemy_reaction=0\.8.medium\.h5 does not exist"):
         MultiTaskDataset.from_taskset("marine-hard", "medium", tmp_path)
+
+
+def test_dataset_path_is_tagged_with_env_options(tmp_path):
+    options = {"enemy_reaction": 0.8, "enemy_attack_mode": "random"}
+    assert dataset_path(tmp_path, "smac:3m", "expert", options) == \
+        tmp_path / "smac_3m+enemy_attack_mode=random+enemy_reaction=0.8" / "expert.h5"
+    assert dataset_path(tmp_path, "smac:3m", "expert", {}) == tmp_path / "smac_3m" / "expert.h5"
+
+
+def test_data_of_another_opponent_is_rejected(data_dir, tmp_path):
+    """Files record the simulator options they were collected under; a task set asking for
+    other options gets a DatasetError naming the file, the attribute and the option."""
+    path = dataset_path(data_dir, "smac:3m", "medium")
+    for same in ({}, {"enemy_reaction": 1.0}, {"enemy_attack_mode": "closest"}):
+        MultiTaskDataset({"smac:3m": [path]}, env_options=same, n_episodes=2)
+    with pytest.raises(DatasetError, match=r"medium\.h5.*'env_options'.*enemy_reaction.*\(1\.0, 0\.8\)"):
+        MultiTaskDataset({"smac:3m": [path]}, env_options={"enemy_reaction": 0.8})
+
+    taskset = tmp_path / "delayed.yaml"
+    taskset.write_text("name: delayed\nfamily: smac\ntrain_tasks: [smac:3m]\n"
+                       "test_tasks: [smac:4m]\nqualities: [medium]\n"
+                       "env_options: {enemy_reaction: 0.8}\n")
+    with pytest.raises(DatasetError, match=r"smac_3m\+enemy_reaction=0\.8.medium\.h5 does not exist"):
+        MultiTaskDataset.from_taskset(str(taskset), "medium", data_dir)
+    misplaced = dataset_path(tmp_path / "data", "smac:3m", "medium", {"enemy_reaction": 0.8})
+    misplaced.parent.mkdir(parents=True)
+    misplaced.write_bytes(path.read_bytes())
+    with pytest.raises(DatasetError, match="enemy_reaction"):
+        MultiTaskDataset.from_taskset(str(taskset), "medium", tmp_path / "data")
 
 
 # --------------------------------------------------------------------------- tokens

@@ -6,7 +6,7 @@ import pytest
 import envs
 from envs import EnvError
 from envs.core import random_actions
-from envs.smac import EPISODE_LIMITS, focus_fire_actions, parse_map
+from envs.smac import EPISODE_LIMITS, focus_fire_actions, focus_fire_win_rate, parse_map
 from envs.tasksets import load_taskset
 
 
@@ -114,6 +114,34 @@ def test_focus_fire_beats_random_on_3m(env3m):
     assert (focus_ret[~focus_won] < 20.0).all() and (random_ret >= 0).all()
 
 
+def test_enemy_reaction_delay_weakens_the_opponent():
+    """enemy_reaction < 1 makes the enemies repeat stale actions: on 5m_vs_6m scripted focus
+    fire goes from hopeless (0 % of 256 battles measured) to clearly winnable (76 % at 0.5)."""
+    from jaxmarl.environments.smax import HeuristicEnemySMAX
+
+    default = envs.make("smac:5m_vs_6m", num_envs=64, seed=1)
+    delayed = envs.make("smac:5m_vs_6m", num_envs=64, seed=1, enemy_reaction=0.5)
+    assert type(default._program.sim) is HeuristicEnemySMAX  # 1: SMAX's opponent, untouched
+    assert default.info.options["enemy_reaction"] == 1.0
+    assert delayed.info.options["enemy_reaction"] == 0.5
+    assert focus_fire_win_rate(default, seed=1) < 0.1
+    assert focus_fire_win_rate(delayed, seed=1) > 0.4
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, "fast", None])
+def test_bad_enemy_reaction_is_rejected(bad):
+    with pytest.raises(EnvError, match="enemy_reaction"):
+        envs.make("smac:3m", enemy_reaction=bad)
+
+
+def test_option_defaults_come_from_the_backend():
+    assert envs.option_defaults("smac:3m") == {
+        "enemy_attack_mode": "closest", "enemy_reaction": 1.0, "episode_limit": None}
+    assert set(envs.option_defaults("smac:3m", "sc2")) >= {"difficulty", "episode_limit"}
+    with pytest.raises(EnvError, match="backend"):
+        envs.option_defaults("smac:3m", "sc3")
+
+
 def test_episode_limit_truncates_and_auto_resets():
     env = envs.make("smac:3m", num_envs=4, seed=0, episode_limit=5)
     ts = env.reset()
@@ -170,13 +198,14 @@ def test_step_compiles_once_per_map_and_batch_size():
 
 
 def test_every_taskset_map_builds_and_plays():
-    """All 30 maps of marine-easy, marine-hard and stalker-zealot build on SMAX and play a few
-    steps of focus fire in SMAC's layout (one compilation per map)."""
-    maps = sorted({t.split(":")[1] for name in ("marine-easy", "marine-hard", "stalker-zealot")
-                   for t in load_taskset(name).test_tasks})
-    assert len(maps) == 30
-    for map_name in maps:
-        env = envs.make(f"smac:{map_name}", num_envs=2, seed=0)
+    """All 30 maps of marine-easy, marine-hard and stalker-zealot build on SMAX with their task
+    set's options and play a few steps of focus fire in SMAC's layout."""
+    runs = sorted({(t.split(":")[1], tuple(sorted(ts.env_options.items())))
+                   for ts in map(load_taskset, ("marine-easy", "marine-hard", "stalker-zealot"))
+                   for t in ts.test_tasks})
+    assert len({m for m, _ in runs}) == 30
+    for map_name, options in runs:
+        env = envs.make(f"smac:{map_name}", num_envs=2, seed=0, **dict(options))
         lay = env.info.layout
         ts = env.reset()
         for _ in range(3):

@@ -20,6 +20,7 @@ def test_odis_marine_hard_and_stalker_zealot_maps():
     assert hard.train_tasks == ("smac:3m", "smac:5m_vs_6m", "smac:9m_vs_10m")
     assert len(hard.test_tasks) == 12 and hard.test_tasks[-1] == "smac:13m_vs_15m"
     assert "smac:10m_vs_12m" in hard.unseen_tasks and "smac:3m" not in hard.unseen_tasks
+    assert hard.env_options == {"enemy_reaction": 0.8}  # SMAX's opponent, calibrated
     sz = load_taskset("stalker-zealot")
     assert sz.train_tasks == ("smac:2s3z", "smac:2s4z", "smac:3s5z") and len(sz.test_tasks) == 13
     easy = load_taskset("marine-easy")

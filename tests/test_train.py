@@ -109,9 +109,13 @@ def test_data_that_does_not_fit_the_task_set_fails(tiny_data, tmp_path):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
+    """Killed at any moment, a run resumes; here with the low-memory switches on, which the
+    resumed run keeps (they are part of its saved config)."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "marl.train", "--out", str(run),
-           *tiny_overrides(tiny_data, "updates=100000", "checkpoint_interval=2")]
+           *tiny_overrides(tiny_data, "updates=100000", "checkpoint_interval=2",
+                           "release_memory=true", "model.per_task_backward=true",
+                           "model.recompute=true")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = run / "checkpoints" / "last.pt"
     deadline = time.time() + 300
@@ -128,6 +132,13 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"resuming {run} at update {done}" in out.stdout
     assert torch.load(last, weights_only=False)["update"] == done + 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_release_memory_sets_glibcs_mmap_threshold():
+    out = subprocess.run([sys.executable, "-c", "from marl.train import release_freed_memory; "
+                          "print(release_freed_memory())"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
 
 
 def test_short_training_beats_a_random_policy(tiny_data, tmp_path):

@@ -58,6 +58,8 @@ class HissdConfig(ValueConfig):
     task_skills: bool = True  # ablation: no task-specific skill z
     advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
     contrastive: bool = True  # ablation: z without the InfoNCE term
+    # memory: back-propagate one task's graph at a time (same gradients; ``backward``)
+    per_task_backward: bool = False
 
 
 class HiSSD(nn.Module):
@@ -159,26 +161,94 @@ class HiSSD(nn.Module):
         terms: dict[str, list[torch.Tensor]] = {}
         pairs = []
         for batch in batches:
-            batch_terms, batch_pairs = self._batch_losses(batch, generator)
+            tr, pair_index = self._sample(batch, generator)
+            batch_terms, task_enc = self._batch_losses(tr)
             for k, v in batch_terms.items():
                 terms.setdefault(k, []).append(v)
-            pairs += batch_pairs
+            pairs += [(_rows(task_enc, a), _rows(task_enc, b), task) for a, b, task in pair_index]
         stats = {k: torch.stack(v).mean() for k, v in terms.items()}  # tasks count equally
-        cfg = self.cfg
-        total = stats["bc"]
-        if "prediction_weighted" in stats:
-            total = total + cfg.prediction_coef * stats.pop("prediction_weighted")
-        if "value" in stats:
-            total = total + cfg.value_coef * stats["value"]
-        if cfg.task_skills and cfg.contrastive:
+        total = self._weighted_sum(stats)
+        stats.pop("prediction_weighted", None)  # in the loss; "prediction" is reported
+        if self.cfg.task_skills and self.cfg.contrastive:
             stats["contrastive"] = self._info_nce(pairs)
-            total = total + cfg.contrastive_coef * stats["contrastive"]
+            total = total + self.cfg.contrastive_coef * stats["contrastive"]
         stats["loss"] = total
         return total, {k: float(v.detach()) for k, v in stats.items()}
 
-    def _batch_losses(self, batch, generator):
+    def backward(self, batches, generator: torch.Generator | None = None) -> dict[str, float]:
+        """``loss(batches)`` and its gradients (accumulated into ``.grad``). With
+        ``per_task_backward``, one task's graph is held at a time: the InfoNCE term couples the
+        tasks only through the sampled pairs' encodings, so, as in gradient caching, those few
+        encodings are computed first without a graph, the InfoNCE gradient with respect to them
+        is taken, and each task's backward pass then injects it into its own graph. Same random
+        draws, loss and gradients as ``loss(...).backward()`` (up to float rounding)."""
+        if not isinstance(batches, (list, tuple)):
+            batches = [batches]
+        if not self.cfg.per_task_backward:
+            loss, stats = self.loss(batches, generator)
+            loss.backward()
+            return stats
+        cfg = self.cfg
+        if generator is None:  # the draws are replayed below, so they need their own stream
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        # pass 1: every task's draws (only the generator state before them is kept) and the
+        # encodings of its contrastive pairs, without a graph
+        starts, leaves = [], []
+        for batch in batches:
+            starts.append(generator.get_state())
+            tr, pair_index = self._sample(batch, generator)
+            with torch.no_grad():
+                leaves += [(self.task_encoding(_gather_obs(tr.obs, a)).requires_grad_(),
+                            self.task_encoding(_gather_obs(tr.obs, b)).requires_grad_(), task)
+                           for a, b, task in pair_index]
+            del tr
+        stats: dict[str, float] = {}
+        if cfg.task_skills and cfg.contrastive:
+            nce = self._info_nce(leaves)
+            (cfg.contrastive_coef * nce).backward()
+            stats["contrastive"] = float(nce.detach())
+        pair_grads = [(a.grad, b.grad) for a, b, _ in leaves]
+        # pass 2: per task, the same draws again, its losses and its share of the InfoNCE
+        # gradient, back-propagated before the next task's graph is built
+        terms: dict[str, list[float]] = {}
+        for batch, start in zip(batches, starts):
+            tr, pair_index = self._sample(batch, torch.Generator().set_state(start))
+            batch_terms, task_enc = self._batch_losses(tr)
+            surrogate = self._weighted_sum(batch_terms) / len(batches)
+            for a, b, _ in pair_index:
+                ga, gb = pair_grads.pop(0)
+                if ga is not None:  # None: a single task, no negatives, no gradient
+                    surrogate = surrogate + (_rows(task_enc, a) * ga).sum() + (_rows(task_enc, b) * gb).sum()
+            surrogate.backward()
+            for k, v in batch_terms.items():
+                terms.setdefault(k, []).append(float(v.detach()))
+            del tr, batch_terms, task_enc, surrogate
+        stats.update({k: sum(v) / len(v) for k, v in terms.items()})
+        stats["loss"] = self._weighted_sum(stats) + cfg.contrastive_coef * stats.get("contrastive", 0.0)
+        stats.pop("prediction_weighted", None)
+        return {k: float(v) for k, v in stats.items()}
+
+    def _weighted_sum(self, terms: dict):
+        """The loss terms other than the contrastive one, weighted (tensors or floats)."""
+        cfg = self.cfg
+        total = terms["bc"]
+        if "prediction_weighted" in terms:
+            total = total + cfg.prediction_coef * terms["prediction_weighted"]
+        if "value" in terms:
+            total = total + cfg.value_coef * terms["value"]
+        return total
+
+    def _sample(self, batch, generator):
+        """The random draws of one batch: its transitions, then its contrastive pairs."""
+        tr = transitions(batch, self.spec, self.cfg.steps_per_episode, generator)
+        pairs = []
+        if self.cfg.task_skills and self.cfg.contrastive:
+            pairs = self._contrastive_pairs(tr.acting, tr.task_id, generator)
+        return tr, pairs
+
+    def _batch_losses(self, tr) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The loss terms of one batch's transitions, and its task encodings (for the pairs)."""
         cfg, spec = self.cfg, self.spec
-        tr = transitions(batch, spec, cfg.steps_per_episode, generator)
         obs, state, step_mask, n_steps = tr.obs, tr.state, tr.step_mask, tr.n_steps
         terms: dict[str, torch.Tensor] = {}
 
@@ -221,17 +291,13 @@ class HiSSD(nn.Module):
             terms["prediction"] = (per_step * step_mask).sum() / n_steps
             terms["prediction_weighted"] = (per_step * weight).sum() / n_steps
 
-        pairs = []
-        if cfg.task_skills and cfg.contrastive:
-            pairs = self._contrastive_pairs(task_enc, tr.acting, tr.task_id, generator)
-        return terms, pairs
+        return terms, task_enc
 
-    def _contrastive_pairs(self, task_enc: torch.Tensor, valid: torch.Tensor,
-                           task_id: torch.Tensor, generator: torch.Generator | None) -> list:
-        """``contrastive_samples`` (anchor, positive) pairs per task of the batch, drawn from
-        its valid (episode, step, agent) positions: another episode, step or agent of the same
-        task is the positive."""
-        flat = task_enc.reshape(-1, task_enc.shape[-1])
+    def _contrastive_pairs(self, valid: torch.Tensor, task_id: torch.Tensor,
+                           generator: torch.Generator | None) -> list:
+        """``contrastive_samples`` (anchor, positive) pairs per task of the batch, as flat
+        indices of its valid (episode, step, agent) positions: another episode, step or agent
+        of the same task is the positive."""
         owner = task_id.repeat_interleave(valid[0].numel())
         ok = valid.reshape(-1).to(torch.float32)
         n, pairs = self.cfg.contrastive_samples, []
@@ -240,8 +306,8 @@ class HiSSD(nn.Module):
             if w.sum() == 0:
                 continue
             idx = torch.multinomial(w.cpu(), 2 * n, replacement=True, generator=generator)
-            idx = idx.to(flat.device)
-            pairs.append((flat[idx[:n]], flat[idx[n:]], int(task)))
+            idx = idx.to(valid.device)
+            pairs.append((idx[:n], idx[n:], int(task)))
         return pairs
 
     def _info_nce(self, pairs: list) -> torch.Tensor:
@@ -264,3 +330,13 @@ class HiSSD(nn.Module):
         if hasattr(self, "target") and update % self.cfg.target_update_interval == 0:
             copy_targets(self)
 
+
+def _rows(x: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x [B, T, A, F]`` at flat (episode, step, agent) indices -> ``[n, F]``."""
+    return x.reshape(-1, x.shape[-1])[flat_index]
+
+
+def _gather_obs(obs: Tokens, flat_index: torch.Tensor) -> Tokens:
+    """Observation tokens ``[B, T, A, n_g, F]`` at flat (episode, step, agent) indices."""
+    return Tokens([g.reshape(-1, *g.shape[3:])[flat_index] for g in obs.groups],
+                  [m.reshape(-1, *m.shape[3:])[flat_index] for m in obs.masks])

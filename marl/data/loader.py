@@ -35,8 +35,11 @@ Batch conventions (``EntityBatch``, ``B`` episodes, ``T`` steps, ``A`` agents):
 * The SMAC state is an ``EntityState``; MPE and MuJoCo have no state parser yet, so their
   ``state`` is the raw flat vector ``[B, T, S]`` zero-padded to the largest ``state_dim``.
 
-The on-disk layout of a data directory is ``dataset_path(root, task, quality)``:
-``root/<task with ':' replaced by '_'>/<quality>.h5``.
+The on-disk layout of a data directory is ``dataset_path(root, task, quality, env_options)``:
+``root/<task with ':' replaced by '_'>/<quality>.h5``, the folder tagged with the simulator
+options the data was collected under when there are any (``smac_3m+enemy_reaction=0.8``), so
+task sets that share a map under different opponents (marine-easy and marine-hard both train
+on 3m) keep their data apart.
 """
 
 from __future__ import annotations
@@ -62,27 +65,32 @@ SUBSETS = ("last", "random")
 
 
 # ------------------------------------------------------------------------------ file layout
-def dataset_path(root: str | os.PathLike, task: str, quality: str) -> Path:
+def dataset_path(root: str | os.PathLike, task: str, quality: str,
+                 env_options: Mapping[str, Any] | None = None) -> Path:
     """Where the dataset of ``task`` at ``quality`` lives under a data directory:
-    ``root/<task with ':' replaced by '_'>/<quality>.h5`` (``smac:3m`` -> ``smac_3m``). Unknown
-    task families and qualities raise DatasetError; quality aliases (``medium_replay``) are
-    spelled canonically."""
+    ``root/<task with ':' replaced by '_'>/<quality>.h5`` (``smac:3m`` -> ``smac_3m``), the
+    folder suffixed with ``+key=value`` per simulator option, in key order
+    (``smac_3m+enemy_reaction=0.8``). Unknown task families and qualities raise DatasetError;
+    quality aliases (``medium_replay``) are spelled canonically."""
     try:
         envs.split_task(task)
     except envs.EnvError as exc:
         raise DatasetError(str(exc)) from None
-    return Path(os.fspath(root)) / task.replace(":", "_") / f"{check_quality(quality).name}.h5"
+    tag = "".join(f"+{key}={value}" for key, value in sorted((env_options or {}).items()))
+    return Path(os.fspath(root)) / (task.replace(":", "_") + tag) / f"{check_quality(quality).name}.h5"
 
 
-def quality_paths(root: str | os.PathLike, task: str, quality: str) -> list[Path]:
-    """The files that hold ``task`` at ``quality``: ``dataset_path(root, task, quality)`` when it
-    exists, else, for a mixed quality (``medium-expert``), the files of its components
-    (``medium.h5`` and ``expert.h5``), as ODIS loads it. DatasetError naming what is missing."""
-    path = dataset_path(root, task, quality)
+def quality_paths(root: str | os.PathLike, task: str, quality: str,
+                  env_options: Mapping[str, Any] | None = None) -> list[Path]:
+    """The files that hold ``task`` at ``quality``: ``dataset_path(root, task, quality,
+    env_options)`` when it exists, else, for a mixed quality (``medium-expert``), the files of
+    its components (``medium.h5`` and ``expert.h5``), as ODIS loads it. DatasetError naming
+    what is missing."""
+    path = dataset_path(root, task, quality, env_options)
     if path.exists():
         return [path]
     components = check_quality(quality).components
-    parts = [dataset_path(root, task, c) for c in components]
+    parts = [dataset_path(root, task, c, env_options) for c in components]
     if parts and all(p.exists() for p in parts):
         return parts
     also = (f" nor its components {[str(p) for p in parts]}" if parts else "")
@@ -519,13 +527,17 @@ class MultiTaskDataset:
     task (None: all), split evenly over the task's sources; ``subset="last"`` keeps the last
     ones of each source (ODIS with ``offline_data_shuffle=False``), ``"random"`` a choice drawn
     from ``seed``. Every file must hold its task, of the dataset's family (``family``, default
-    the first task's), with the task's layout; otherwise DatasetError. ``device``: where the
-    tensors live; ``float_dtype``: their storage precision (batches are float32)."""
+    the first task's), with the task's layout; otherwise DatasetError. With ``env_options``
+    given, every file that records the simulator options it was collected under (ours do; ODIS
+    files record none) must record exactly these, so data of another opponent is never mixed in
+    silently. ``device``: where the tensors live; ``float_dtype``: their storage precision
+    (batches are float32)."""
 
     def __init__(self, sources: Mapping[str, Sequence[str | os.PathLike] | str | os.PathLike],
                  n_episodes: int | None = None, subset: str = "last", seed: int = 0,
                  family: str | None = None, device: torch.device | str = "cpu",
-                 float_dtype: torch.dtype = torch.float32, verify: bool = True):
+                 float_dtype: torch.dtype = torch.float32, verify: bool = True,
+                 env_options: Mapping[str, Any] | None = None):
         if not sources:
             raise DatasetError("a MultiTaskDataset needs at least one task")
         if subset not in SUBSETS:
@@ -537,6 +549,7 @@ class MultiTaskDataset:
                 raise DatasetError(f"task {task} is not of the dataset's family {self.family!r} "
                                    f"(tasks {tasks})")
         self.tasks: tuple[str, ...] = tuple(tasks)
+        self.env_options = None if env_options is None else dict(env_options)
         self.task_ids: dict[str, int] = {t: i for i, t in enumerate(self.tasks)}
         self.device = torch.device(device)
         self.data: dict[str, TaskData] = {}
@@ -570,6 +583,8 @@ class MultiTaskDataset:
                 if attrs["task"] != task:
                     raise DatasetError(f"{p}: holds {attrs['task']}, but it was given for {task}"
                                        " (its layout differs or the file is misplaced)")
+            if self.env_options is not None:
+                check_env_options(p, task, self.env_options, attrs)
         data = read_dataset(p, task=task, verify=verify, packed=True)
         if data.attrs.get("family", _task_family(data.task)) != self.family:
             raise DatasetError(f"{p}: holds {data.task}, not of family {self.family!r}")
@@ -580,7 +595,8 @@ class MultiTaskDataset:
                  **kwargs) -> "MultiTaskDataset":
         """The tasks at one quality from a data directory laid out by ``dataset_path``
         (mixed qualities fall back to their components' files, ``quality_paths``)."""
-        return cls({t: quality_paths(root, t, quality) for t in tasks}, **kwargs)
+        options = kwargs.get("env_options")
+        return cls({t: quality_paths(root, t, quality, options) for t in tasks}, **kwargs)
 
     @classmethod
     def from_taskset(cls, taskset: str, quality: str, root: str | os.PathLike,
@@ -596,6 +612,7 @@ class MultiTaskDataset:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         tasks = ts.train_tasks if split == "train" else ts.test_tasks
         kwargs.setdefault("family", ts.family)
+        kwargs.setdefault("env_options", ts.env_options)
         return cls.from_dir(root, tasks, quality, **kwargs)
 
     # -- facts
@@ -636,18 +653,57 @@ class MultiTaskDataset:
                           for t, p in zip(tasks, picks)])
 
 
+def check_env_options(path: str | os.PathLike, task: str, expected: Mapping[str, Any],
+                      attrs: dict | None = None) -> None:
+    """DatasetError unless the file at ``path`` was collected under the simulator options
+    ``expected`` (an option it does not record counts as the default; ODIS files, which record
+    none, pass)."""
+    attrs = _peek_attrs(Path(path)) if attrs is None else attrs
+    recorded = attrs.get("env_options")
+    if recorded is None:
+        return
+    differ = _options_differ(task, attrs.get("backend"), recorded, expected)
+    if differ:
+        raise DatasetError(
+            f"{path}: attribute 'env_options' records {recorded}, but data collected with "
+            f"{dict(expected)} (the task set's simulator options) is expected; differing "
+            f"(recorded, expected): {differ}. Collect it again with those options")
+
+
+def _options_differ(task: str, backend: str | None, recorded: Mapping[str, Any],
+                    expected: Mapping[str, Any]) -> dict[str, tuple]:
+    """The simulator options on which ``recorded`` and ``expected`` differ, an absent option
+    counting as the backend's default; keys that are not options (``simulator``) are ignored."""
+    try:
+        defaults = envs.option_defaults(task, backend)
+    except envs.EnvError:
+        return {}  # a backend this install does not know: read_dataset reports the file
+    out = {}
+    for key in sorted((set(recorded) | set(expected)) & set(defaults)):
+        pair = (recorded.get(key, defaults[key]), expected.get(key, defaults[key]))
+        if pair[0] != pair[1]:
+            out[key] = pair
+    return out
+
+
 def _peek_attrs(path: Path) -> dict:
-    """The ``task`` and ``family`` attributes of an HDF5 file, without reading its arrays
-    (empty for ODIS files, which have none; unreadable files are left to ``read_dataset``)."""
+    """The ``task``, ``family``, ``backend`` and ``env_options`` (decoded) attributes of an HDF5 file, without
+    reading its arrays (empty for ODIS files, which have none; unreadable files are left to
+    ``read_dataset``)."""
     try:
         import h5py
 
         with h5py.File(path, "r") as f:
             out = {}
-            for name in ("task", "family"):
+            for name in ("task", "family", "backend", "env_options"):
                 if name in f.attrs:
                     v = f.attrs[name]
                     out[name] = v.decode() if isinstance(v, bytes) else str(v)
+            if "env_options" in out:
+                try:
+                    out["env_options"] = json.loads(out["env_options"])
+                except ValueError:
+                    del out["env_options"]  # read_dataset reports a malformed attribute
             return out
     except OSError:
         return {}
@@ -659,6 +715,7 @@ __all__ = [
     "SUBSETS",
     "Source",
     "TaskData",
+    "check_env_options",
     "dataset_path",
     "quality_paths",
 ]

@@ -55,8 +55,9 @@ QUALITIES: dict[str, Quality] = {
             name="medium",
             description="episodes of a training snapshot at roughly half of expert performance, "
             "acting greedily (MuJoCo: with sampled actions where those score better)",
-            target="SMAC: greedy win rate 40-60 %; other families: mean return about half of "
-            "the expert's",
+            target="SMAC: greedy win rate 40-60 % where the expert wins at least 80 % (half of "
+            "such an expert); otherwise, and for other families, a score about halfway from "
+            "the first snapshot's to the expert's",
             win_rate=(0.4, 0.6),
             return_fraction=(0.4, 0.6),
         ),

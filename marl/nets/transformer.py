@@ -31,8 +31,14 @@ class EntityTransformer(nn.Module):
     the outputs ``[..., n_g, dim]`` of each group, in order.
 
     ``recompute``: keep only the blocks' input for the backward pass and recompute the rest
-    there (activation checkpointing): the blocks' activations are never held (at the released
-    sizes, 0.8 of a marine-hard run's 3.9 GB), for about one more forward pass of compute."""
+    there (activation checkpointing), for about one more forward pass of compute; the rows
+    (every leading position: episode, step, agent) then also go through the blocks in chunks of
+    ``RECOMPUTE_ROWS``, so neither the forward nor the backward pass ever materialises the
+    activations of a whole batch at once (at the released sizes, each feed-forward activation
+    of one 9m_vs_10m task-batch is about 0.1 GB). Rows are independent, so chunking changes no
+    result."""
+
+    RECOMPUTE_ROWS = 4096
 
     def __init__(self, groups: Sequence[int], dim: int, heads: int = 1, depth: int = 1,
                  ffn_mult: int = 4, recompute: bool = False):
@@ -56,8 +62,13 @@ class EntityTransformer(nn.Module):
         valid = valid | ~valid.any(-1, keepdim=True) & (torch.arange(valid.shape[-1],
                                                                      device=valid.device) == 0)
         x, padding = x.reshape(-1, *x.shape[-2:]), ~valid.reshape(-1, valid.shape[-1])
-        if self.recompute and torch.is_grad_enabled():
-            out = checkpoint(self.blocks, x, src_key_padding_mask=padding, use_reentrant=False)
+        if self.recompute:
+            rows = self.RECOMPUTE_ROWS
+            grad = torch.is_grad_enabled()
+            out = torch.cat([
+                checkpoint(self.blocks, xc, src_key_padding_mask=pc, use_reentrant=False) if grad
+                else self.blocks(xc, src_key_padding_mask=pc)
+                for xc, pc in zip(x.split(rows), padding.split(rows))])
         else:
             out = self.blocks(x, src_key_padding_mask=padding)
         out = out.reshape(*batch, *out.shape[-2:])
