@@ -336,7 +336,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     for k in range(n_shards):
         shard = parts / f"shard_{k:05d}.h5"
         size = min(shard_episodes, episodes - k * shard_episodes)
-        if shard.exists():
+        if shard.exists():  # from an interrupted run: reused only under the same options
+            check_env_options(shard, task, options)
             continue
         done_before = k * shard_episodes
         arrays, wins, info = run_episodes(task, chosen, greedy, size, seed + k, num_envs, options,
