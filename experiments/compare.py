@@ -3,6 +3,7 @@
     python experiments/compare.py --taskset marine-hard --quality expert
         [--algos hissd bc odis updet] [--seeds 0 1 2] [--parallel 2] [--updates N]
         [--data datasets/data] [--out runs/compare/marine-hard-expert] [--episodes 32]
+        [--variant NAME ALGO KEY=VALUE ...]
 
 Every algorithm trains on the same data with the same budget: the training, data and evaluation
 keys of ``experiments/hissd/<taskset>.yaml`` (updates, batch size, episodes per task), and each
@@ -11,6 +12,8 @@ algorithm's model from ``experiments/hissd/<taskset>.yaml`` (HiSSD) or
 at a time (one torch thread each); each is then evaluated zero-shot on every test task of the
 task set (``marl evaluate``), and ``marl compare`` writes ``OUT/compare.md`` and ``.json``.
 Re-running resumes: finished runs and reports are kept, unfinished runs resume.
+An ablation is a ``--variant``: a named algorithm with config overrides, trained and reported
+beside the others, e.g. ``--variant hissd-no-adv hissd model.advantage_weighting=false``.
 Build the data first: ``marl datasets build TASKSET --quality QUALITY``.
 """
 
@@ -71,52 +74,65 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--taskset", required=True)
     p.add_argument("--quality", default="expert")
-    p.add_argument("--algos", nargs="+", default=["hissd", "bc", "odis", "updet"])
+    p.add_argument("--algos", nargs="*", default=["hissd", "bc", "odis", "updet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--updates", type=int, default=None)
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--data", default="datasets/data")
     p.add_argument("--out", default=None)
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar="NAME ALGO KEY=VALUE", help="an ablation: NAME ALGO [KEY=VALUE ...]")
     args = p.parse_args()
+    # row name -> (algorithm, its extra overrides)
+    algos = {algo: (algo, []) for algo in args.algos}
+    for name, *rest in args.variant:
+        if (not rest or name in algos or not config_of(rest[0], args.taskset).is_file()
+                or any("=" not in kv for kv in rest[1:])):
+            p.error(f"--variant {name} {' '.join(rest)}: expected a new NAME, an algorithm, "
+                    "then KEY=VALUE overrides")
+        algos[name] = (rest[0], rest[1:])
     out = Path(args.out or f"runs/compare/{args.taskset}-{args.quality}")
     out.mkdir(parents=True, exist_ok=True)
     shared = shared_overrides(args.taskset, args.quality, args.data, args.updates)
     updates = int(next(s for s in reversed(shared) if s.startswith("updates=")).split("=")[1])
     marl = [sys.executable, "-m", "marl.cli"]
-    jobs = [(algo, seed) for seed in args.seeds for algo in args.algos]
+    jobs = [(name, seed) for seed in args.seeds for name in algos]
     start = time.perf_counter()
 
     def one(job) -> tuple[str, int, int]:
-        algo, seed = job
-        folder = out / f"{algo}-seed{seed}"
-        log = out / f"{algo}-seed{seed}.log"
+        name, seed = job
+        algo, extra = algos[name]
+        folder = out / f"{name}-seed{seed}"
+        log = out / f"{name}-seed{seed}.log"
         if not finished(folder, updates):
             if (folder / "checkpoints" / "last.pt").exists():
                 cmd = marl + ["train", "--resume", str(folder), f"updates={updates}"]
             else:
                 cmd = marl + ["train", "--config", str(config_of(algo, args.taskset)),
-                              "--out", str(folder), *shared, f"seed={seed}"]
+                              "--out", str(folder), *shared, *extra, f"seed={seed}"]
             if run(cmd, log):
-                return algo, seed, 1
+                return name, seed, 1
         if not (folder / "eval" / "zero_shot.json").exists():
             code = run(marl + ["evaluate", str(folder), "--workers", "1", "--episodes",
                                str(args.episodes), "--seeds", "0"], log)
             if code:
-                return algo, seed, code
-        return algo, seed, 0
+                return name, seed, code
+        return name, seed, 0
 
     failed = []
     with ThreadPoolExecutor(args.parallel) as pool:
-        for algo, seed, code in pool.map(one, jobs):
-            status = "ok" if code == 0 else f"FAILED (see {out}/{algo}-seed{seed}.log)"
-            print(f"[{time.perf_counter() - start:6.0f} s] {algo} seed {seed}: {status}",
+        for name, seed, code in pool.map(one, jobs):
+            status = "ok" if code == 0 else f"FAILED (see {out}/{name}-seed{seed}.log)"
+            print(f"[{time.perf_counter() - start:6.0f} s] {name} seed {seed}: {status}",
                   flush=True)
             if code:
-                failed.append((algo, seed))
-    done = [out / f"{a}-seed{s}" for a, s in jobs if (a, s) not in failed]
+                failed.append((name, seed))
+    done = [(name, out / f"{name}-seed{s}") for name, s in jobs if (name, s) not in failed]
     if done:
-        subprocess.call(marl + ["compare", *map(str, done), "--out", str(out / "compare")])
+        subprocess.call(marl + ["compare", *(str(folder) for _, folder in done),
+                                "--labels", ",".join(name for name, _ in done),
+                                "--out", str(out / "compare")])
     return 1 if failed else 0
 
 

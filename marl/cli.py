@@ -112,7 +112,7 @@ def _behavior_train(args: argparse.Namespace) -> None:
     cfg = BehaviorConfig(task=args.task, total_env_steps=args.steps, seed=args.seed,
                          num_envs=args.num_envs, snapshot_every=args.snapshot_every,
                          eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
-                         entropy_coef=args.entropy_coef)
+                         entropy_coef=args.entropy_coef, gamma=args.gamma)
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
 
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
     btrain.add_argument("--entropy-coef", type=float, default=0.01,
                         help="weight of the entropy bonus (0.01)")
+    btrain.add_argument("--gamma", type=float, default=0.99,
+                        help="discount (0.99; swimmers need about 0.999: their reward is a slow "
+                             "forward drift)")
     btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,
                         help="SMAC on SMAX: the scripted enemy's targeting (default closest)")
     btrain.add_argument("--enemy-reaction", type=float, default=None,

@@ -168,6 +168,21 @@ def test_export_keeps_what_the_qualities_need(tiny_run, tmp_path):
         assert a == b, quality
 
 
+def test_every_training_task_of_every_task_set_has_a_shipped_policy():
+    """`marl datasets build` needs a policy for each training task: each shipped folder holds
+    the snapshots every quality draws on, for the task its provenance names."""
+    from envs.tasksets import list_tasksets, load_taskset
+    from marl import SHIPPED_POLICIES
+
+    for name in list_tasksets():
+        for task in load_taskset(name).train_tasks:
+            folder = SHIPPED_POLICIES / task.replace(":", "_")
+            assert json.loads((folder / "provenance.json").read_text())["task"] == task, folder
+            for quality in ("poor", "medium", "expert", "medium-replay"):
+                chosen = choose_snapshots(list_snapshots(folder), quality)[0]
+                assert chosen and all(s.metadata["task"] == task for s in chosen), (folder, quality)
+
+
 def test_collect_writes_odis_layout_and_resumes_identically(tiny_run, tmp_path, monkeypatch):
     out, _ = tiny_run
     whole = collect("smac:3m", out, "expert", 24, tmp_path / "a.h5", shard_episodes=10,
