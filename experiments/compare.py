@@ -20,6 +20,7 @@ Build the data first: ``marl datasets build TASKSET --quality QUALITY``.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +59,28 @@ def config_of(algo: str, taskset: str) -> Path:
             else REPO / "experiments" / "baselines" / f"{algo}.yaml")
 
 
+def run_table(algos: list[str], variants: list[list[str]], taskset: str
+              ) -> dict[str, tuple[str, list[str]]]:
+    """Row name -> (algorithm, its extra overrides): each algorithm as itself, then each
+    ``--variant NAME ALGO KEY=VALUE ...``."""
+    table = {}
+    for algo in algos:
+        if not config_of(algo, taskset).is_file():
+            raise ValueError(f"--algos {algo}: no config {config_of(algo, taskset)}")
+        table[algo] = (algo, [])
+    for name, *rest in variants:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in table:
+            raise ValueError(f"--variant {name}: NAME must be new and made of letters, digits, "
+                             "'_', '.' or '-' (it names folders and table rows)")
+        if not rest or not config_of(rest[0], taskset).is_file():
+            raise ValueError(f"--variant {name} {' '.join(rest)}: expected an algorithm after "
+                             "NAME (hissd, bc, odis, updet)")
+        if any("=" not in kv for kv in rest[1:]):
+            raise ValueError(f"--variant {name} {' '.join(rest)}: overrides must be KEY=VALUE")
+        table[name] = (rest[0], rest[1:])
+    return table
+
+
 def finished(run: Path, updates: int) -> bool:
     last = run / "checkpoints" / "last.pt"
     return last.exists() and torch.load(last, weights_only=False)["update"] >= updates
@@ -84,14 +107,10 @@ def main() -> int:
     p.add_argument("--variant", nargs="+", action="append", default=[],
                    metavar="NAME ALGO KEY=VALUE", help="an ablation: NAME ALGO [KEY=VALUE ...]")
     args = p.parse_args()
-    # row name -> (algorithm, its extra overrides)
-    algos = {algo: (algo, []) for algo in args.algos}
-    for name, *rest in args.variant:
-        if (not rest or name in algos or not config_of(rest[0], args.taskset).is_file()
-                or any("=" not in kv for kv in rest[1:])):
-            p.error(f"--variant {name} {' '.join(rest)}: expected a new NAME, an algorithm, "
-                    "then KEY=VALUE overrides")
-        algos[name] = (rest[0], rest[1:])
+    try:
+        algos = run_table(args.algos, args.variant, args.taskset)
+    except ValueError as exc:
+        p.error(str(exc))
     out = Path(args.out or f"runs/compare/{args.taskset}-{args.quality}")
     out.mkdir(parents=True, exist_ok=True)
     shared = shared_overrides(args.taskset, args.quality, args.data, args.updates)

@@ -103,6 +103,13 @@ def _envs_check(args: argparse.Namespace) -> None:
           f"episodes {json.dumps(stats)}")
 
 
+def _discount(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a discount must lie in (0, 1]")
+    return value
+
+
 def _behavior_train(args: argparse.Namespace) -> None:
     from marl.behavior import BehaviorConfig, train
 
@@ -252,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
     btrain.add_argument("--entropy-coef", type=float, default=0.01,
                         help="weight of the entropy bonus (0.01)")
-    btrain.add_argument("--gamma", type=float, default=0.99,
+    btrain.add_argument("--gamma", type=_discount, default=0.99,
                         help="discount (0.99; swimmers need about 0.999: their reward is a slow "
                              "forward drift)")
     btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,

@@ -75,3 +75,35 @@ def test_shipped_baseline_configs_load():
         path = Path(__file__).resolve().parents[1] / "experiments" / "baselines" / f"{name}.yaml"
         cfg = load_config(path, ["data.taskset=marine-hard"])
         assert cfg.algo == name and cfg.model.dim == 32
+
+
+def _compare_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "compare.py"
+    spec = importlib.util.spec_from_file_location("compare_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_script_variants_are_named_rows_with_overrides():
+    """`experiments/compare.py --variant NAME ALGO KEY=VALUE`: an ablation gets its own row and
+    folder; a reused name, an unknown algorithm or a bare override is refused."""
+    table = _compare_script().run_table(
+        ["hissd", "bc"], [["hissd-no-adv", "hissd", "model.advantage_weighting=false"]],
+        "marine-hard")
+    assert table == {"hissd": ("hissd", []), "bc": ("bc", []),
+                     "hissd-no-adv": ("hissd", ["model.advantage_weighting=false"])}
+    run_table = _compare_script().run_table
+    with pytest.raises(ValueError, match="NAME must be new"):
+        run_table(["hissd"], [["hissd", "hissd", "seed=1"]], "marine-hard")
+    with pytest.raises(ValueError, match="NAME must be new"):
+        run_table([], [["a,b", "hissd"]], "marine-hard")
+    with pytest.raises(ValueError, match="expected an algorithm"):
+        run_table([], [["x", "nosuch"]], "marine-hard")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        run_table([], [["x", "hissd", "model.contrastive"]], "marine-hard")
+    with pytest.raises(ValueError, match="--algos nosuch"):
+        run_table(["nosuch"], [], "marine-hard")

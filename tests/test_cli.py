@@ -90,3 +90,10 @@ def test_datasets_build_names_every_missing_policy_before_collecting(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "['smac:3m', 'smac:5m_vs_6m', 'smac:9m_vs_10m']" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_behavior_train_refuses_a_discount_outside_0_1(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["behavior", "train", "mpe:spread-2", "--out", str(tmp_path / "run"), "--gamma", "1.5"])
+    assert "1.5: a discount must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
