@@ -12,7 +12,7 @@ import torch
 from conftest import fit
 from marl.algos.hissd import HiSSD, HissdConfig, _rows
 from marl.evaluate import evaluate_task
-from marl.nets import TransformerMixer, Tokens, family_spec
+from marl.nets import EntityTransformer, TransformerMixer, Tokens, family_spec
 
 TINY = HissdConfig(dim=16, ffn_mult=2, hidden=32, skill_dim=16, mixer_dim=8,
                    contrastive_samples=16, steps_per_episode=4)
@@ -213,6 +213,35 @@ def test_mixer_is_monotonic_and_fits_any_team():
                    [mask, torch.ones(2, 2, dtype=torch.bool)])
     (grad,) = torch.autograd.grad(mixer(values, state).sum(), values)
     assert bool((grad[:, 3] == 0).all())
+
+
+@pytest.mark.parametrize("heads,depth", [(1, 1), (2, 2)])
+def test_entity_transformer_is_torchs_layer_and_asked_outputs_match_the_full_pass(heads, depth):
+    torch.manual_seed(0)
+    net = EntityTransformer((5, 7, 6), 16, heads, depth)
+    tokens = [torch.randn(4, 3, 1, 5), torch.randn(4, 3, 2, 7), torch.randn(4, 3, 4, 6)]
+    masks = [torch.ones(4, 3, 1, dtype=torch.bool), torch.rand(4, 3, 2) > 0.3,
+             torch.rand(4, 3, 4) > 0.3]
+    for m in masks:  # one row entirely padding (a padded agent)
+        m[0, 0] = False
+    full = torch.cat(net(tokens, masks), dim=-2)
+    # the same function as torch's own encoder over the parameters it holds
+    x = torch.cat([e(t) + net.group[i] for i, (e, t) in enumerate(zip(net.embed, tokens))], -2)
+    valid = torch.cat(masks, -1)
+    valid[0, 0, 0] = True  # the padded row attends to its first token
+    ref = net.blocks(x.reshape(12, 7, 16), src_key_padding_mask=~valid.reshape(12, 7))
+    assert torch.allclose(full, ref.reshape(4, 3, 7, 16), atol=1e-5)
+    # asking for some groups gives those outputs, in the asked order, and the same gradients
+    enemies, own = net(tokens, masks, outputs=(2, 0))
+    assert enemies.shape == (4, 3, 4, 16) and own.shape == (4, 3, 1, 16)
+    assert torch.allclose(enemies, full[..., 3:, :], atol=1e-5)
+    assert torch.allclose(own, full[..., :1, :], atol=1e-5)
+    grads = [torch.autograd.grad((y ** 2).sum(), list(net.parameters()))
+             for y in (full[..., :1, :], own)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+    own_token, entities = net.own_and_entities(tokens, masks, entity_group=2)
+    assert torch.allclose(own_token, full[..., 0, :], atol=1e-5)
+    assert torch.allclose(entities, full[..., 3:, :], atol=1e-5)
 
 
 @pytest.mark.parametrize("tasks,unseen", [

@@ -33,9 +33,9 @@ class BC(nn.Module):
         self.action_head = ActionHead(spec, cfg.dim, cfg.hidden)
 
     def logits(self, obs: Tokens, view) -> torch.Tensor:
-        out = self.encoder(obs.groups, obs.masks)
-        entities = out[self.spec.entity_group] if self.spec.entity_group is not None else None
-        return self.action_head(out[0][..., 0, :], entities, view)
+        own, entities = self.encoder.own_and_entities(obs.groups, obs.masks,
+                                                      self.spec.entity_group)
+        return self.action_head(own, entities, view)
 
     @torch.no_grad()
     def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:

@@ -103,7 +103,7 @@ class HiSSD(nn.Module):
 
     def task_encoding(self, obs: Tokens) -> torch.Tensor:
         """The task encoder's own-token output ``[..., dim]``."""
-        return self.task_encoder(obs.groups, obs.masks)[0][..., 0, :]
+        return self.task_encoder(obs.groups, obs.masks, outputs=(0,))[0][..., 0, :]
 
     def logits(self, obs: Tokens, view, common: list[torch.Tensor] | None = None,
                task_enc: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,9 +112,7 @@ class HiSSD(nn.Module):
         if self.cfg.common_skills:
             common = self.common_skill_tokens(obs) if common is None else common
             groups = [torch.cat([x, c], dim=-1) for x, c in zip(groups, common)]
-        out = self.decoder(groups, obs.masks)
-        own, ent = out[0][..., 0, :], (out[self.spec.entity_group]
-                                       if self.spec.entity_group is not None else None)
+        own, ent = self.decoder.own_and_entities(groups, obs.masks, self.spec.entity_group)
         if self.cfg.task_skills:
             z = self.task_head(self.task_encoding(obs) if task_enc is None else task_enc)
             own = torch.cat([own, z], dim=-1)
@@ -147,7 +145,8 @@ class HiSSD(nn.Module):
 
     # ------------------------------------------------------------------ one update's losses
     def _team_value(self, nets: dict, obs: Tokens, state: Tokens) -> torch.Tensor:
-        v = nets["value_head"](nets["value"](obs.groups, obs.masks)[0][..., 0, :])[..., 0]
+        own = nets["value"](obs.groups, obs.masks, outputs=(0,))[0][..., 0, :]
+        v = nets["value_head"](own)[..., 0]
         return nets["mixer"](v * state.masks[0].to(v.dtype), state)
 
     def loss(self, batches, generator: torch.Generator | None = None

@@ -62,20 +62,18 @@ class ODIS(nn.Module):
     def skill_q(self, obs: Tokens, nets=None) -> torch.Tensor:
         enc, head = (self.q_encoder, self.q_head) if nets is None else (nets["q_encoder"],
                                                                         nets["q_head"])
-        return head(enc(obs.groups, obs.masks)[0][..., 0, :])
+        return head(enc(obs.groups, obs.masks, outputs=(0,))[0][..., 0, :])
 
     def decode(self, obs: Tokens, view, z: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(obs.groups, obs.masks)
-        own = torch.cat([out[0][..., 0, :], z], dim=-1)
-        ent = None
-        if self.spec.entity_group is not None:
-            e = out[self.spec.entity_group]
+        own, e = self.decoder.own_and_entities(obs.groups, obs.masks, self.spec.entity_group)
+        own, ent = torch.cat([own, z], dim=-1), None
+        if e is not None:
             ent = torch.cat([e, z[..., None, :].expand(*e.shape[:-1], z.shape[-1])], dim=-1)
         return self.action_head(own, ent, view)
 
     def dataset_skills(self, state: Tokens) -> torch.Tensor:
         """Skill logits of every agent from the global state ``[..., A, n_skills]``."""
-        return self.skill_logits(self.skill_encoder(state.groups, state.masks)[0])
+        return self.skill_logits(self.skill_encoder(state.groups, state.masks, outputs=(0,))[0])
 
     @torch.no_grad()
     def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:

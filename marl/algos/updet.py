@@ -44,9 +44,8 @@ class UPDeT(nn.Module):
     def q_values(self, obs: Tokens, nets=None) -> torch.Tensor:
         encoder, head = (self.encoder, self.q_head) if nets is None else (nets["encoder"],
                                                                           nets["q_head"])
-        out = encoder(obs.groups, obs.masks)
-        entities = out[self.spec.entity_group] if self.spec.entity_group is not None else None
-        return head(out[0][..., 0, :], entities)
+        own, entities = encoder.own_and_entities(obs.groups, obs.masks, self.spec.entity_group)
+        return head(own, entities)
 
     @torch.no_grad()
     def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:

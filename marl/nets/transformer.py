@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
@@ -28,7 +29,13 @@ def mlp(n_in: int, hidden: int, n_out: int, out_act: nn.Module | None = None) ->
 class EntityTransformer(nn.Module):
     """``groups``: feature size of each token group, in call order. ``forward(tokens, masks)``
     takes one ``[..., n_g, F_g]`` tensor and one ``[..., n_g]`` bool mask per group and returns
-    the outputs ``[..., n_g, dim]`` of each group, in order.
+    the outputs ``[..., n_g, dim]`` of each group, in order; ``forward(..., outputs=(0, 2))``
+    returns only those groups' outputs, in that order.
+
+    Asking only for the outputs a caller uses is the cheap way: every token is still a key and
+    value of every layer, but the last layer's queries, output projection and feed-forward (two
+    thirds of a layer's arithmetic) run on the asked tokens alone. A value or an encoder that
+    reads one agent's own token pays for 1 of its 19 tokens there (9m_vs_10m).
 
     ``recompute``: keep only the blocks' input for the backward pass and recompute the rest
     there (activation checkpointing), for about one more forward pass of compute; the rows
@@ -46,30 +53,71 @@ class EntityTransformer(nn.Module):
         self.recompute = recompute
         self.embed = nn.ModuleList(nn.Linear(f, dim) for f in groups)
         self.group = nn.Parameter(torch.randn(len(groups), dim) * 0.02)
+        # torch's post-norm layers hold the parameters (and so fix the checkpoint format); the
+        # forward pass is ``_layer``, which can run the queries of a subset of the tokens
         layer = nn.TransformerEncoderLayer(dim, heads, ffn_mult * dim, dropout=0.0,
                                            batch_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.dim = dim
 
-    def forward(self, tokens: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
-                ) -> list[torch.Tensor]:
+    def forward(self, tokens: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                outputs: Sequence[int] | None = None) -> list[torch.Tensor]:
+        outputs = list(range(len(tokens))) if outputs is None else list(outputs)
+        # attention has no positions, so the asked groups go first and the last layer's
+        # queries are a prefix of the sequence
+        order = outputs + [g for g in range(len(tokens)) if g not in outputs]
         batch = tokens[0].shape[:-2]
-        x = torch.cat([emb(t) + self.group[i] for i, (emb, t) in enumerate(zip(self.embed, tokens))],
-                      dim=-2)
-        valid = torch.cat(list(masks), dim=-1)
+        x = torch.cat([self.embed[g](tokens[g]) + self.group[g] for g in order], dim=-2)
         # a batch row whose every token is padding (a padded agent) attends to its first token
         # instead, so softmax stays finite; its outputs are masked out of every loss anyway
-        valid = valid | ~valid.any(-1, keepdim=True) & (torch.arange(valid.shape[-1],
-                                                                     device=valid.device) == 0)
-        x, padding = x.reshape(-1, *x.shape[-2:]), ~valid.reshape(-1, valid.shape[-1])
+        masks = list(masks)
+        empty = ~torch.stack([m.any(-1) for m in masks]).any(0)
+        masks[0] = masks[0] | empty[..., None] & (torch.arange(masks[0].shape[-1],
+                                                               device=empty.device) == 0)
+        valid = torch.cat([masks[g] for g in order], dim=-1)
+        x, valid = x.reshape(-1, *x.shape[-2:]), valid.reshape(-1, 1, 1, valid.shape[-1])
+        n_out = sum(tokens[g].shape[-2] for g in outputs)
         if self.recompute:
             rows = self.RECOMPUTE_ROWS
             grad = torch.is_grad_enabled()
             out = torch.cat([
-                checkpoint(self.blocks, xc, src_key_padding_mask=pc, use_reentrant=False) if grad
-                else self.blocks(xc, src_key_padding_mask=pc)
-                for xc, pc in zip(x.split(rows), padding.split(rows))])
+                checkpoint(self._blocks, xc, vc, n_out, use_reentrant=False) if grad
+                else self._blocks(xc, vc, n_out)
+                for xc, vc in zip(x.split(rows), valid.split(rows))])
         else:
-            out = self.blocks(x, src_key_padding_mask=padding)
+            out = self._blocks(x, valid, n_out)
         out = out.reshape(*batch, *out.shape[-2:])
-        return list(out.split([t.shape[-2] for t in tokens], dim=-2))
+        return list(out.split([tokens[g].shape[-2] for g in outputs], dim=-2))
+
+    def own_and_entities(self, tokens: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                         entity_group: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What an action head reads: the own token's output ``[..., dim]`` (group 0 is the
+        own token) and the outputs of ``entity_group`` ``[..., n, dim]`` (None without one)."""
+        if entity_group is None:
+            return self(tokens, masks, outputs=(0,))[0][..., 0, :], None
+        own, entities = self(tokens, masks, outputs=(0, entity_group))
+        return own[..., 0, :], entities
+
+    def _blocks(self, x: torch.Tensor, valid: torch.Tensor, n_out: int) -> torch.Tensor:
+        """``x [R, L, dim]``, key mask ``valid [R, 1, 1, L]`` -> outputs of the first ``n_out``
+        tokens ``[R, n_out, dim]``."""
+        layers = self.blocks.layers
+        for i, layer in enumerate(layers):
+            x = _layer(layer, x, valid, n_out if i == len(layers) - 1 else x.shape[1])
+        return x
+
+
+def _layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, valid: torch.Tensor,
+           n_queries: int) -> torch.Tensor:
+    """One post-norm encoder layer (torch's, with ReLU and no dropout) whose queries are the
+    first ``n_queries`` tokens: every token is a key and value."""
+    attn, dim = layer.self_attn, x.shape[-1]
+    heads = attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    xq = x[:, :n_queries]
+    q = F.linear(xq, w[:dim], b[:dim])
+    k, v = F.linear(x, w[dim:], b[dim:]).split(dim, dim=-1)
+    q, k, v = (t.unflatten(-1, (heads, dim // heads)).transpose(1, 2) for t in (q, k, v))
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=valid).transpose(1, 2).flatten(-2)
+    xq = layer.norm1(xq + attn.out_proj(a))
+    return layer.norm2(xq + layer.linear2(F.relu(layer.linear1(xq))))
