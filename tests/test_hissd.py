@@ -13,6 +13,7 @@ from conftest import fit
 from marl.algos.hissd import HiSSD, HissdConfig, _rows
 from marl.evaluate import evaluate_task
 from marl.nets import EntityTransformer, TransformerMixer, Tokens, family_spec
+from marl.nets.transformer import distinct_rows
 
 TINY = HissdConfig(dim=16, ffn_mult=2, hidden=32, skill_dim=16, mixer_dim=8,
                    contrastive_samples=16, steps_per_episode=4)
@@ -216,7 +217,7 @@ def test_mixer_is_monotonic_and_fits_any_team():
 
 
 @pytest.mark.parametrize("heads,depth", [(1, 1), (2, 2)])
-def test_entity_transformer_is_torchs_layer_and_asked_outputs_match_the_full_pass(heads, depth):
+def test_entity_transformer_is_torchs_layer_with_shared_rows_and_asked_outputs(heads, depth):
     torch.manual_seed(0)
     net = EntityTransformer((5, 7, 6), 16, heads, depth)
     tokens = [torch.randn(4, 3, 1, 5), torch.randn(4, 3, 2, 7), torch.randn(4, 3, 4, 6)]
@@ -224,13 +225,23 @@ def test_entity_transformer_is_torchs_layer_and_asked_outputs_match_the_full_pas
              torch.rand(4, 3, 4) > 0.3]
     for m in masks:  # one row entirely padding (a padded agent)
         m[0, 0] = False
+    for g in (tokens, masks):  # rows computed once: copies of another row, all-zero rows
+        for x in g:
+            x[1, 2] = x[3, 1]
+            x[2, 0] = x[2, 1] = x[0, 2] = 0 if x.dtype != torch.bool else True
+    first, position = distinct_rows([x.reshape(12, -1) for x in (*tokens, *masks)])
+    assert len(first) == 9 and position.shape == (12,)
     full = torch.cat(net(tokens, masks), dim=-2)
     # the same function as torch's own encoder over the parameters it holds
     x = torch.cat([e(t) + net.group[i] for i, (e, t) in enumerate(zip(net.embed, tokens))], -2)
     valid = torch.cat(masks, -1)
     valid[0, 0, 0] = True  # the padded row attends to its first token
     ref = net.blocks(x.reshape(12, 7, 16), src_key_padding_mask=~valid.reshape(12, 7))
-    assert torch.allclose(full, ref.reshape(4, 3, 7, 16), atol=1e-5)
+    ref = ref.reshape(4, 3, 7, 16)
+    assert torch.allclose(full, ref, atol=1e-5)
+    grads = [torch.autograd.grad((y[..., 0, :] ** 2).sum(), list(net.parameters()),
+                                 retain_graph=True) for y in (full, ref)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
     # asking for some groups gives those outputs, in the asked order, and the same gradients
     enemies, own = net(tokens, masks, outputs=(2, 0))
     assert enemies.shape == (4, 3, 4, 16) and own.shape == (4, 3, 1, 16)

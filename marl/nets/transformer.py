@@ -32,6 +32,11 @@ class EntityTransformer(nn.Module):
     the outputs ``[..., n_g, dim]`` of each group, in order; ``forward(..., outputs=(0, 2))``
     returns only those groups' outputs, in that order.
 
+    Rows (the leading positions: episode, step, agent) whose tokens and masks are identical
+    have identical outputs, so each distinct row is computed once and its outputs are shared:
+    SMAC gives a dead agent an all-zero observation, and 42 % of the agent-steps of marine-hard's
+    9m_vs_10m data are dead agents'. Gradients are the same sums as without sharing.
+
     Asking only for the outputs a caller uses is the cheap way: every token is still a key and
     value of every layer, but the last layer's queries, output projection and feed-forward (two
     thirds of a layer's arithmetic) run on the asked tokens alone. A value or an encoder that
@@ -67,15 +72,18 @@ class EntityTransformer(nn.Module):
         # queries are a prefix of the sequence
         order = outputs + [g for g in range(len(tokens)) if g not in outputs]
         batch = tokens[0].shape[:-2]
+        tokens = [t.reshape(-1, *t.shape[-2:]) for t in tokens]
+        masks = [m.reshape(-1, m.shape[-1]) for m in masks]
+        distinct = distinct_rows([*tokens, *masks])
+        if distinct is not None:
+            tokens, masks = [t[distinct[0]] for t in tokens], [m[distinct[0]] for m in masks]
         x = torch.cat([self.embed[g](tokens[g]) + self.group[g] for g in order], dim=-2)
         # a batch row whose every token is padding (a padded agent) attends to its first token
         # instead, so softmax stays finite; its outputs are masked out of every loss anyway
-        masks = list(masks)
         empty = ~torch.stack([m.any(-1) for m in masks]).any(0)
-        masks[0] = masks[0] | empty[..., None] & (torch.arange(masks[0].shape[-1],
-                                                               device=empty.device) == 0)
-        valid = torch.cat([masks[g] for g in order], dim=-1)
-        x, valid = x.reshape(-1, *x.shape[-2:]), valid.reshape(-1, 1, 1, valid.shape[-1])
+        masks[0] = masks[0] | empty[:, None] & (torch.arange(masks[0].shape[-1],
+                                                             device=empty.device) == 0)
+        valid = torch.cat([masks[g] for g in order], dim=-1)[:, None, None, :]
         n_out = sum(tokens[g].shape[-2] for g in outputs)
         if self.recompute:
             rows = self.RECOMPUTE_ROWS
@@ -86,6 +94,8 @@ class EntityTransformer(nn.Module):
                 for xc, vc in zip(x.split(rows), valid.split(rows))])
         else:
             out = self._blocks(x, valid, n_out)
+        if distinct is not None:
+            out = out[distinct[1]]
         out = out.reshape(*batch, *out.shape[-2:])
         return list(out.split([tokens[g].shape[-2] for g in outputs], dim=-2))
 
@@ -105,6 +115,34 @@ class EntityTransformer(nn.Module):
         for i, layer in enumerate(layers):
             x = _layer(layer, x, valid, n_out if i == len(layers) - 1 else x.shape[1])
         return x
+
+
+def distinct_rows(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows that are equal in every tensor of ``tensors`` (each ``[R, ...]``): the index of one
+    row per distinct content ``[U]`` and, for every row, the position of its content among those
+    ``[R]``; None when all rows differ. Rows are hashed by their bits in wrapping integer
+    arithmetic (exact and independent of summation order), and every row is then compared with
+    the row it was matched to, so a hash collision only costs a row its sharing."""
+    n = tensors[0].shape[0]
+    gen = torch.Generator().manual_seed(0)
+    bits = [x.reshape(n, -1) for x in tensors]
+    bits = [b.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[b.element_size()])
+            if b.is_floating_point() else b for b in bits]
+    key = torch.zeros(n, dtype=torch.int64, device=bits[0].device)
+    for b in bits:
+        weights = torch.randint(-2**62, 2**62, (b.shape[1],), generator=gen) | 1
+        key += (b.to(torch.int64) * weights.to(b.device)).sum(1)
+    keys, position = torch.unique(key, return_inverse=True)
+    first = torch.full((len(keys),), n, device=key.device)
+    first = first.scatter_reduce(0, position, torch.arange(n, device=key.device), "amin")
+    matched = first[position]
+    same = torch.stack([(b == b[matched]).all(1) for b in bits]).all(0)
+    if not bool(same.all()):  # collisions: those rows keep their own computation
+        own = (~same).nonzero()[:, 0]
+        position = position.clone()
+        position[own] = len(first) + torch.arange(len(own), device=key.device)
+        first = torch.cat([first, own])
+    return None if len(first) == n else (first, position)
 
 
 def _layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, valid: torch.Tensor,
