@@ -11,7 +11,8 @@ algorithm's model from ``experiments/hissd/<taskset>.yaml`` (HiSSD) or
 ``experiments/baselines/<algo>.yaml``. Runs go to ``OUT/<algo>-seed<S>`` and run ``--parallel``
 at a time (one torch thread each); each is then evaluated zero-shot on every test task of the
 task set (``marl evaluate``), and ``marl compare`` writes ``OUT/compare.md`` and ``.json``.
-Re-running resumes: finished runs and reports are kept, unfinished runs resume.
+Re-running resumes: finished runs and reports are kept, unfinished runs resume; a run trained
+further (a larger ``--updates``) is evaluated again.
 An ablation is a ``--variant``: a named algorithm with config overrides, trained and reported
 beside the others, e.g. ``--variant hissd-no-adv hissd model.advantage_weighting=false``.
 Build the data first: ``marl datasets build TASKSET --quality QUALITY``.
@@ -124,7 +125,8 @@ def main() -> int:
         algo, extra = algos[name]
         folder = out / f"{name}-seed{seed}"
         log = out / f"{name}-seed{seed}.log"
-        if not finished(folder, updates):
+        trained = not finished(folder, updates)
+        if trained:
             if (folder / "checkpoints" / "last.pt").exists():
                 cmd = marl + ["train", "--resume", str(folder), f"updates={updates}"]
             else:
@@ -132,7 +134,7 @@ def main() -> int:
                               "--out", str(folder), *shared, *extra, f"seed={seed}"]
             if run(cmd, log):
                 return name, seed, 1
-        if not (folder / "eval" / "zero_shot.json").exists():
+        if trained or not (folder / "eval" / "zero_shot.json").exists():  # never a stale one
             code = run(marl + ["evaluate", str(folder), "--workers", "1", "--episodes",
                                str(args.episodes), "--seeds", "0"], log)
             if code:
