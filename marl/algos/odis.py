@@ -66,10 +66,9 @@ class ODIS(nn.Module):
 
     def decode(self, obs: Tokens, view, z: torch.Tensor) -> torch.Tensor:
         own, e = self.decoder.own_and_entities(obs.groups, obs.masks, self.spec.entity_group)
-        own, ent = torch.cat([own, z], dim=-1), None
-        if e is not None:
-            ent = torch.cat([e, z[..., None, :].expand(*e.shape[:-1], z.shape[-1])], dim=-1)
-        return self.action_head(own, ent, view)
+        ent = (None if e is None
+               else torch.cat([e, z[..., None, :].expand(*e.shape[:-1], z.shape[-1])], dim=-1))
+        return self.action_head(torch.cat([own, z], dim=-1), ent, view)
 
     def dataset_skills(self, state: Tokens) -> torch.Tensor:
         """Skill logits of every agent from the global state ``[..., A, n_skills]``."""
