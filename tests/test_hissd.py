@@ -255,6 +255,17 @@ def test_entity_transformer_is_torchs_layer_with_shared_rows_and_asked_outputs(h
     assert torch.allclose(entities, full[..., 3:, :], atol=1e-5)
 
 
+def test_distinct_rows_keeps_rows_apart_when_their_hashes_collide(monkeypatch):
+    rows = torch.tensor([[1, 2], [2, 1], [1, 2], [3, 0]])
+    first, position = distinct_rows([rows])
+    assert len(first) == 3 and bool((rows[first][position] == rows).all())
+    # with every hash weight 1, a row's key is its sum: all four rows collide on 3
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: torch.ones(a[2], dtype=torch.int64))
+    first, position = distinct_rows([rows])
+    assert len(first) == 3 and bool((rows[first][position] == rows).all())
+    assert distinct_rows([torch.tensor([[1, 2], [2, 1]])]) is None
+
+
 @pytest.mark.parametrize("tasks,unseen", [
     (("mpe:spread-2", "mpe:spread-3"), "mpe:spread-4"),
     (("mamujoco:Hopper-3x1", "mamujoco:Walker2d-2x3"), "mamujoco:HalfCheetah-2x3"),
