@@ -51,6 +51,7 @@ class BehaviorConfig:
     epochs: int = 4
     minibatches: int = 4
     lr: float = 5e-4
+    anneal_lr: bool = False  # lr falls linearly to 0 at total_env_steps (JaxMARL's ANNEAL_LR)
     clip: float = 0.2
     entropy_coef: float = 0.01
     value_coef: float = 0.5
@@ -293,6 +294,17 @@ def evaluate(actor: nn.Module, task: str, episodes: int, greedy: bool, seed: int
 
 
 # ---------------------------------------------------------------------------- training
+def learning_rate(cfg: BehaviorConfig, env_steps: int) -> float:
+    """The Adam step size for the update that starts at ``env_steps``.
+
+    Annealing follows the schedule of the whole run, so a run resumed with a larger
+    ``total_env_steps`` and ``anneal_lr`` continues at the rate its remaining share gives:
+    a fine-tuning phase for a policy that plateaued at the constant rate."""
+    if not cfg.anneal_lr:
+        return cfg.lr
+    return cfg.lr * max(0.0, 1.0 - env_steps / cfg.total_env_steps)
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -344,6 +356,9 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt["config"]["task"] != cfg.task:
             raise EnvError(f"{ckpt_path} is a run for {ckpt['config']['task']}, not {cfg.task}")
+        if ckpt["config"]["hidden"] != cfg.hidden:
+            raise EnvError(f"{ckpt_path} has networks of width {ckpt['config']['hidden']}, "
+                           f"not {cfg.hidden}: resume it with --hidden {ckpt['config']['hidden']}")
         actor.load_state_dict(ckpt["actor"]), critic.load_state_dict(ckpt["critic"])
         optim.load_state_dict(ckpt["optim"]), gen.set_state(ckpt["generator"])
         update, env_steps = ckpt["update"], ckpt["env_steps"]
@@ -356,8 +371,10 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     discrete = info.action_type == "discrete"
     ts = env.reset(seed=cfg.seed + 1000 * update)  # a resumed run starts fresh battles
     finished: list[tuple[float, bool]] = []
-    start = time.perf_counter()
+    start, start_steps = time.perf_counter(), env_steps
     while env_steps < cfg.total_env_steps:
+        for group in optim.param_groups:
+            group["lr"] = learning_rate(cfg, env_steps)
         buf = {k: [] for k in ("obs", "state", "actions", "logp", "reward", "done", "truncated",
                                  "final_obs", "final_state") + (("avail",) if discrete else ())}
         for _ in range(T):
@@ -422,8 +439,9 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
         update += 1
         recent = finished[-500:]
         p, v, e = np.mean(stats, axis=0)
-        rate = env_steps / max(time.perf_counter() - start, 1e-9)
+        rate = (env_steps - start_steps) / max(time.perf_counter() - start, 1e-9)
         for name, value in (("loss/policy", p), ("loss/value", v), ("policy/entropy", e),
+                            ("optim/lr", optim.param_groups[0]["lr"]),
                             ("rollout/return", np.mean([r for r, _ in recent]) if recent else 0.0),
                             ("rollout/win_rate", np.mean([w for _, w in recent]) if recent else 0.0),
                             ("speed/env_steps_per_s", rate)):

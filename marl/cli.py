@@ -119,7 +119,8 @@ def _behavior_train(args: argparse.Namespace) -> None:
     cfg = BehaviorConfig(task=args.task, total_env_steps=args.steps, seed=args.seed,
                          num_envs=args.num_envs, snapshot_every=args.snapshot_every,
                          eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
-                         entropy_coef=args.entropy_coef, gamma=args.gamma)
+                         entropy_coef=args.entropy_coef, gamma=args.gamma, lr=args.lr,
+                         anneal_lr=args.anneal_lr, hidden=args.hidden)
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
 
@@ -257,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--snapshot-every", type=int, default=10, help="updates between snapshots")
     btrain.add_argument("--eval-episodes", type=int, default=128, help="episodes per snapshot eval")
     btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
+    btrain.add_argument("--hidden", type=int, default=64,
+                        help="width of the actor's and critic's layers (64; snapshots record it)")
+    btrain.add_argument("--lr", type=float, default=5e-4, help="Adam step size (5e-4)")
+    btrain.add_argument("--anneal-lr", action="store_true",
+                        help="lower the step size linearly to 0 at --steps; resuming a plateaued "
+                             "run with more --steps and this flag fine-tunes it")
     btrain.add_argument("--entropy-coef", type=float, default=0.01,
                         help="weight of the entropy bonus (0.01)")
     btrain.add_argument("--gamma", type=_discount, default=0.99,

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import envs
 from envs.core import random_actions
 from marl import collect as collect_mod
-from marl.behavior import BehaviorConfig, act, family_adapter, load_policy, train
+from marl.behavior import BehaviorConfig, act, family_adapter, learning_rate, load_policy, train
 from marl.collect import choose_snapshots, collect, export_policies, list_snapshots
 from marl.data.format import DatasetError, read_dataset
 
+TINY_LR = BehaviorConfig(task="smac:3m").lr
 TINY = dict(total_env_steps=50_000, num_envs=32, rollout_steps=64, minibatches=2,
             snapshot_every=5, eval_episodes=64, seed=0)
 
@@ -66,14 +68,30 @@ def test_one_policy_acts_on_a_larger_map(tiny_run):
 
 
 def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
+    """Resuming with more steps and ``anneal_lr`` fine-tunes at the whole run's falling rate."""
     out, meta = tiny_run
     lines = []
-    more = dict(TINY, total_env_steps=meta["env_steps"] + 2 * 32 * 64)
+    more = dict(TINY, total_env_steps=meta["env_steps"] + 2 * 32 * 64, anneal_lr=True)
     resumed = train(BehaviorConfig(task="smac:3m", **more), out, log=lines.append)
     assert lines[0].startswith(f"resuming smac:3m from update {meta['update']}")
     assert resumed["update"] == meta["update"] + 2
+    last_update_start = resumed["env_steps"] - 32 * 64
+    expected_lr = TINY_LR * (1 - last_update_start / more["total_env_steps"])
+    optim = torch.load(out / "checkpoint.pt", weights_only=False)["optim"]
+    assert optim["param_groups"][0]["lr"] == pytest.approx(expected_lr)
+    assert 0 < expected_lr < TINY_LR / 10
     with pytest.raises(envs.EnvError, match="is a run for smac:3m, not smac:4m"):
         train(BehaviorConfig(task="smac:4m", **more), out, log=lambda *a: None)
+    with pytest.raises(envs.EnvError, match="width 64, not 32: resume it with --hidden 64"):
+        train(BehaviorConfig(task="smac:3m", **dict(more, hidden=32)), out, log=lambda *a: None)
+
+
+def test_learning_rate_is_constant_or_falls_linearly_to_zero():
+    constant = BehaviorConfig(task="smac:3m", lr=1e-3, total_env_steps=1000)
+    annealed = BehaviorConfig(task="smac:3m", lr=1e-3, total_env_steps=1000, anneal_lr=True)
+    assert [learning_rate(constant, s) for s in (0, 500, 1000)] == [1e-3, 1e-3, 1e-3]
+    assert [learning_rate(annealed, s) for s in (0, 250, 1000, 1200)] == pytest.approx(
+        [1e-3, 7.5e-4, 0.0, 0.0])
 
 
 def test_snapshot_choice_per_quality(tiny_run):
