@@ -110,6 +110,26 @@ def _discount(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a whole number of at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number above 0")
+    return value
+
+
 def _behavior_train(args: argparse.Namespace) -> None:
     from marl.behavior import BehaviorConfig, train
 
@@ -242,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = envs_cmds.add_parser("check", help="build a task, print its layout and speed")
     check.add_argument("task", help="family:map, e.g. smac:3m, mamujoco:HalfCheetah-2x3, mpe:spread-3")
     check.add_argument("--backend", default=None, help="backend (default: the family's default)")
-    check.add_argument("--num-envs", type=int, default=64, help="copies stepped together (64)")
-    check.add_argument("--steps", type=int, default=200, help="batched steps to time (200)")
+    check.add_argument("--num-envs", type=_positive_int, default=64, help="copies stepped together (64)")
+    check.add_argument("--steps", type=_positive_int, default=200, help="batched steps to time (200)")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=_envs_check)
 
@@ -252,15 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     btrain = behavior_cmds.add_parser("train", help="train (or resume) a MAPPO behaviour policy")
     btrain.add_argument("task", help="e.g. smac:3m, mpe:spread-3")
     btrain.add_argument("--out", required=True, help="run folder (re-running resumes it)")
-    btrain.add_argument("--steps", type=int, default=2_000_000, help="total env steps (2M)")
+    btrain.add_argument("--steps", type=_positive_int, default=2_000_000, help="total env steps (2M)")
     btrain.add_argument("--seed", type=int, default=0)
-    btrain.add_argument("--num-envs", type=int, default=64)
-    btrain.add_argument("--snapshot-every", type=int, default=10, help="updates between snapshots")
-    btrain.add_argument("--eval-episodes", type=int, default=128, help="episodes per snapshot eval")
-    btrain.add_argument("--threads", type=int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
-    btrain.add_argument("--hidden", type=int, default=64,
+    btrain.add_argument("--num-envs", type=_positive_int, default=64)
+    btrain.add_argument("--snapshot-every", type=_positive_int, default=10, help="updates between snapshots")
+    btrain.add_argument("--eval-episodes", type=_positive_int, default=128, help="episodes per snapshot eval")
+    btrain.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
+    btrain.add_argument("--hidden", type=_positive_int, default=64,
                         help="width of the actor's and critic's layers (64; snapshots record it)")
-    btrain.add_argument("--lr", type=float, default=5e-4, help="Adam step size (5e-4)")
+    btrain.add_argument("--lr", type=_positive_float, default=5e-4, help="Adam step size (5e-4)")
     btrain.add_argument("--anneal-lr", action="store_true",
                         help="lower the step size linearly to 0 at --steps; resuming a plateaued "
                              "run with more --steps and this flag fine-tunes it")
@@ -289,10 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--task", required=True)
     col.add_argument("--policy", required=True, help="a behaviour run or datasets/policies/<task> folder")
     col.add_argument("--quality", required=True, help="expert, medium, medium-replay, medium-expert, poor")
-    col.add_argument("--episodes", type=int, default=2000)
+    col.add_argument("--episodes", type=_positive_int, default=2000)
     col.add_argument("--out", required=True, help="HDF5 file to write (re-running resumes)")
     col.add_argument("--seed", type=int, default=0)
-    col.add_argument("--num-envs", type=int, default=64)
+    col.add_argument("--num-envs", type=_positive_int, default=64)
     col.add_argument("--env-option", action="append", metavar="KEY=VALUE",
                      help="simulator option, repeatable (e.g. enemy_reaction=0.8); default: the "
                           "options the policy was trained with")
@@ -303,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     build = data_cmds.add_parser("build", help="datasets of every training task of a task set")
     build.add_argument("taskset", help="e.g. marine-hard, or a task-set YAML path")
     build.add_argument("--quality", required=True)
-    build.add_argument("--episodes", type=int, default=2000)
+    build.add_argument("--episodes", type=_positive_int, default=2000)
     build.add_argument("--policies", default=str(SHIPPED_POLICIES), help="folder of shipped policies")
     build.add_argument("--out", default="datasets/data", help="dataset root (git-ignored)")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--num-envs", type=int, default=64)
+    build.add_argument("--num-envs", type=_positive_int, default=64)
     build.set_defaults(func=_datasets_build)
     inspect = data_cmds.add_parser("inspect", help="print a dataset card and verify the checksum")
     inspect.add_argument("path")
@@ -322,9 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     quick = groups.add_parser("quickstart", help="build data, train HiSSD, evaluate zero-shot, "
                                                  "plot skills: the whole pipeline in minutes")
     quick.add_argument("--out", default="runs/quickstart")
-    quick.add_argument("--episodes", type=int, default=None, help="episodes per training map")
-    quick.add_argument("--updates", type=int, default=None, help="training updates")
-    quick.add_argument("--eval-episodes", type=int, default=32)
+    quick.add_argument("--episodes", type=_positive_int, default=None, help="episodes per training map")
+    quick.add_argument("--updates", type=_positive_int, default=None, help="training updates")
+    quick.add_argument("--eval-episodes", type=_positive_int, default=32)
     quick.set_defaults(func=_quickstart)
 
     ev = groups.add_parser("evaluate", help="zero-shot evaluation of a run on a task set")
@@ -332,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default="last", help="last, best or a checkpoint path")
     ev.add_argument("--taskset", default=None, help="default: the run's task set")
     ev.add_argument("--tasks", default=None, help="comma-separated tasks instead of a task set")
-    ev.add_argument("--episodes", type=int, default=32)
+    ev.add_argument("--episodes", type=_positive_int, default=32)
     ev.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ev.add_argument("--workers", type=int, default=2, help="processes (1: in this process)")
+    ev.add_argument("--workers", type=_positive_int, default=2, help="processes (1: in this process)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", default=None, help="report folder (default RUN/eval)")
     ev.add_argument("--name", default="zero_shot", help="report file name")
@@ -350,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     viz = groups.add_parser("visualize", help="skill timelines, skill maps, annotated replays")
     viz.add_argument("run", help="run folder of a skill-based algorithm (HiSSD, ODIS)")
     viz.add_argument("--task", required=True, help="e.g. smac:12m (training or unseen)")
-    viz.add_argument("--episodes", type=int, default=4)
+    viz.add_argument("--episodes", type=_positive_int, default=4)
     viz.add_argument("--out", default=None, help="default RUN/figures/<task>")
     viz.add_argument("--checkpoint", default="last")
-    viz.add_argument("--clusters", type=int, default=None, help="skill clusters (default: auto)")
+    viz.add_argument("--clusters", type=_positive_int, default=None, help="skill clusters (default: auto)")
     viz.add_argument("--map-tasks", default=None,
                      help="tasks for the skill maps besides --task (default: training tasks)")
     viz.add_argument("--seed", type=int, default=0)
-    viz.add_argument("--replay-frames", type=int, default=200,
+    viz.add_argument("--replay-frames", type=_positive_int, default=200,
                      help="MuJoCo replays: at most this many rendered frames (every n-th step)")
     viz.set_defaults(func=_visualize)
     return parser

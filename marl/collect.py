@@ -298,6 +298,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     from marl.data.format import read_dataset, write_dataset
     from marl.data.loader import check_env_options
 
+    if episodes < 1:
+        raise EnvError(f"collect {task} {quality}: episodes must be at least 1, got {episodes}")
     out = Path(out)
     if out.exists():  # finished before; kept only if collected under the options asked for now
         if env_options is not None:

@@ -97,3 +97,23 @@ def test_behavior_train_refuses_a_discount_outside_0_1(tmp_path, capsys):
         main(["behavior", "train", "mpe:spread-2", "--out", str(tmp_path / "run"), "--gamma", "1.5"])
     assert "1.5: a discount must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("argv, option, value", [
+    (["behavior", "train", "smac:3m", "--hidden", "0"], "--hidden", "0"),
+    (["behavior", "train", "smac:3m", "--steps", "-5"], "--steps", "-5"),
+    (["behavior", "train", "smac:3m", "--lr", "0"], "--lr", "0"),
+    (["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m", "--quality",
+      "expert", "--episodes", "0"], "--episodes", "0"),
+    (["datasets", "build", "marine-easy", "--quality", "expert", "--episodes", "-3"], "--episodes", "-3"),
+    (["evaluate", "RUN", "--workers", "0"], "--workers", "0"),
+    (["quickstart", "--updates", "two"], "--updates", "'two'"),
+])
+def test_counts_and_step_sizes_must_be_positive(tmp_path, capsys, argv, option, value):
+    out = [] if argv[0] in ("evaluate", "quickstart") else ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + out)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {value}: expected a" in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
