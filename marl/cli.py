@@ -110,24 +110,21 @@ def _discount(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a whole number of at least 1")
-    return value
+def _positive(kind: type, expected: str):
+    """An argparse type: ``kind(text)`` if it is above 0, otherwise one error saying so."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"{text}: expected {expected}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a number above 0")
-    return value
+_positive_int = _positive(int, "a whole number of at least 1")
+_positive_float = _positive(float, "a number above 0")
 
 
 def _behavior_train(args: argparse.Namespace) -> None:

@@ -107,7 +107,7 @@ def test_behavior_train_refuses_a_discount_outside_0_1(tmp_path, capsys):
       "expert", "--episodes", "0"], "--episodes", "0"),
     (["datasets", "build", "marine-easy", "--quality", "expert", "--episodes", "-3"], "--episodes", "-3"),
     (["evaluate", "RUN", "--workers", "0"], "--workers", "0"),
-    (["quickstart", "--updates", "two"], "--updates", "'two'"),
+    (["quickstart", "--updates", "two"], "--updates", "two"),
 ])
 def test_counts_and_step_sizes_must_be_positive(tmp_path, capsys, argv, option, value):
     out = [] if argv[0] in ("evaluate", "quickstart") else ["--out", str(tmp_path / "out")]
