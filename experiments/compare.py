@@ -28,8 +28,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
+
+from marl.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_KEYS = ("updates", "batch_size", "log_interval", "checkpoint_interval", "data", "eval")
@@ -84,7 +85,7 @@ def run_table(algos: list[str], variants: list[list[str]], taskset: str
 
 def finished(run: Path, updates: int) -> bool:
     last = run / "checkpoints" / "last.pt"
-    return last.exists() and torch.load(last, weights_only=False)["update"] >= updates
+    return last.exists() and load_checkpoint(last).get("update", 0) >= updates
 
 
 def run(cmd: list[str], log: Path) -> int:

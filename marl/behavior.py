@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 import envs
 from envs.core import EnvError
+from marl.checkpoint import CheckpointError, atomic_save
+from marl.checkpoint import load as load_checkpoint
 from marl.entity import EntityObs
 
 
@@ -305,12 +307,6 @@ def learning_rate(cfg: BehaviorConfig, env_steps: int) -> float:
     return cfg.lr * max(0.0, 1.0 - env_steps / cfg.total_env_steps)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_snapshot(actor: nn.Module, path: Path, metadata: dict) -> None:
     """Actor weights as safetensors (no pickle) plus a JSON provenance record, both atomic."""
     from safetensors.torch import save_file
@@ -353,7 +349,10 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     update, env_steps, snapshot_meta = 0, 0, {}
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        try:
+            ckpt = load_checkpoint(ckpt_path)
+        except CheckpointError as exc:
+            raise EnvError(str(exc)) from None
         if ckpt["config"]["task"] != cfg.task:
             raise EnvError(f"{ckpt_path} is a run for {ckpt['config']['task']}, not {cfg.task}")
         if ckpt["config"]["hidden"] != cfg.hidden:
@@ -458,7 +457,7 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
                     writer.add_scalar(f"eval_{kind}/{key}", value, env_steps)
             log(f"{cfg.task} update {update} env steps {env_steps:,} ({rate:,.0f}/s) "
                 f"greedy {greedy} sampled {sampled} entropy {e:.3f}")
-            _atomic_torch_save({"config": asdict(cfg), "actor": actor.state_dict(),
+            atomic_save({"config": asdict(cfg), "actor": actor.state_dict(),
                                 "critic": critic.state_dict(), "optim": optim.state_dict(),
                                 "generator": gen.get_state(), "update": update,
                                 "env_steps": env_steps}, ckpt_path)

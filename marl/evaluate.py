@@ -328,7 +328,7 @@ def write_report(report: dict, out_dir: str | Path, tensorboard_dir: str | Path 
                  name: str = "zero_shot") -> dict[str, Path]:
     """``<name>.json`` (the report), ``<name>.marl-eval.json`` and ``<name>.md`` in
     ``out_dir`` (atomic writes), and TensorBoard scalars ``zero_shot/<task>/...``."""
-    from marl.train import atomic_write_text
+    from marl.checkpoint import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,9 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from marl.checkpoint import CheckpointError, atomic_save, atomic_write_text
+from marl.checkpoint import load as load_checkpoint_file
+
 CHECKPOINT_VERSION = 1
 
 
@@ -33,18 +36,6 @@ class TrainError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ helpers
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -111,16 +102,15 @@ def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
 
 
 def load_checkpoint(path: Path, algo: str) -> dict:
-    if not path.is_file():
-        raise TrainError(f"no checkpoint at {path}")
+    """A run's checkpoint, read without running code (``marl.checkpoint.load``)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise TrainError(f"{path}: not a readable checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        ckpt = load_checkpoint_file(path)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from None
+    if ckpt.get("version") != CHECKPOINT_VERSION:
         raise TrainError(f"{path}: not a marl checkpoint of version {CHECKPOINT_VERSION}")
-    if ckpt["algo"] != algo:
-        raise TrainError(f"{path} is a checkpoint of algorithm {ckpt['algo']!r}, "
+    if ckpt.get("algo") != algo:
+        raise TrainError(f"{path} is a checkpoint of algorithm {ckpt.get('algo')!r}, "
                          f"not {algo!r}")
     return ckpt
 

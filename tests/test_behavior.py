@@ -12,6 +12,7 @@ import envs
 from envs.core import random_actions
 from marl import collect as collect_mod
 from marl.behavior import BehaviorConfig, act, family_adapter, learning_rate, load_policy, train
+from marl.checkpoint import load as load_checkpoint_file
 from marl.collect import choose_snapshots, collect, export_policies, list_snapshots
 from marl.data.format import DatasetError, read_dataset
 
@@ -77,7 +78,7 @@ def test_resume_continues_from_the_checkpoint(tiny_run, tmp_path):
     assert resumed["update"] == meta["update"] + 2
     last_update_start = resumed["env_steps"] - 32 * 64
     expected_lr = TINY_LR * (1 - last_update_start / more["total_env_steps"])
-    optim = torch.load(out / "checkpoint.pt", weights_only=False)["optim"]
+    optim = load_checkpoint_file(out / "checkpoint.pt")["optim"]
     assert optim["param_groups"][0]["lr"] == pytest.approx(expected_lr)
     assert 0 < expected_lr < TINY_LR / 10
     with pytest.raises(envs.EnvError, match="is a run for smac:3m, not smac:4m"):

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from marl.checkpoint import load as load_checkpoint_file
 from marl.compare import compare, markdown, mean_ci
 from marl.evaluate import (EvalError, evaluate_run, evaluate_task, markdown_table,
                            marl_eval_json, write_report)
@@ -114,7 +115,7 @@ def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
         evaluate_run(tiny_run, tasks=["mpe:spread-3"], workers=1)
     with pytest.raises(EvalError, match="unknown task family"):
         evaluate_run(tiny_run, tasks=["smoc:3m"], workers=1)
-    ckpt = torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = load_checkpoint_file(tiny_run / "checkpoints" / "last.pt")
     ckpt["algo"] = "bc"
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(EvalError, match="algorithm 'bc', not 'hissd'"):

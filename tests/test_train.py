@@ -17,6 +17,7 @@ import torch
 
 import envs
 from envs.core import random_actions
+from marl.checkpoint import load as load_checkpoint_file
 from marl.config import ConfigError, load_config
 from marl.evaluate import evaluate_task
 from marl.train import TrainError, build_model, load_checkpoint, train
@@ -63,7 +64,7 @@ def test_wrong_type_and_bad_values_are_reported(tmp_path):
 
 # ------------------------------------------------------------------------------ runs
 def _params(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=False)["model"]
+    return load_checkpoint_file(path)["model"]
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
@@ -120,18 +121,18 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     last = run / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline and not (last.exists() and
-                                          torch.load(last, weights_only=False)["update"] >= 4):
+                                          load_checkpoint_file(last)["update"] >= 4):
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = torch.load(last, weights_only=False)["update"]
+    done = load_checkpoint_file(last)["update"]
     assert done >= 4
     out = subprocess.run([sys.executable, "-m", "marl.train", "--resume", str(run),
                           f"updates={done + 2}"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"resuming {run} at update {done}" in out.stdout
-    assert torch.load(last, weights_only=False)["update"] == done + 2
+    assert load_checkpoint_file(last)["update"] == done + 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -180,7 +181,7 @@ def test_torchrun_two_ranks_keep_identical_parameters(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     ranks = json.loads((run / "ranks.json").read_text())
     assert ranks == {"world_size": 2, "max_abs_param_diff": 0.0, "update": 4}
-    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["update"] == 4
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["update"] == 4
 
 
 def test_cli_reports_config_mistakes_in_one_line(capsys):
