@@ -1,16 +1,20 @@
 """All algorithms x seeds on one task set and quality, ending in a `marl compare` table.
 
     python experiments/compare.py --taskset marine-hard --quality expert
-        [--algos hissd bc odis updet] [--seeds 0 1 2] [--parallel 2] [--updates N]
-        [--data datasets/data] [--out runs/compare/marine-hard-expert] [--episodes 32]
-        [--variant NAME ALGO KEY=VALUE ...]
+        [--algos hissd bc bc-matched odis updet] [--seeds 0 1 2 3 4] [--parallel 2]
+        [--updates N] [--data datasets/data] [--out runs/compare/marine-hard-expert]
+        [--episodes 128] [--variant NAME ALGO KEY=VALUE ...]
 
 Every algorithm trains on the same data with the same budget: the training, data and evaluation
 keys of ``experiments/hissd/<taskset>.yaml`` (updates, batch size, episodes per task), and each
 algorithm's model from ``experiments/hissd/<taskset>.yaml`` (HiSSD) or
-``experiments/baselines/<algo>.yaml``. Runs go to ``OUT/<algo>-seed<S>`` and run ``--parallel``
-at a time (one torch thread each); each is then evaluated zero-shot on every test task of the
-task set (``marl evaluate``), and ``marl compare`` writes ``OUT/compare.md`` and ``.json``.
+``experiments/baselines/<algo>.yaml`` (``bc-matched``: BC with the parameter count of HiSSD's
+acting path). Runs go to ``OUT/<algo>-seed<S>`` and run ``--parallel`` at a time (one torch
+thread each); each is then evaluated zero-shot on every test task of the task set (``marl
+evaluate``, ``--episodes`` battles per map) on battles of its own: the evaluation seed is
+``EVAL_SEED_BASE + training seed``, so runs of one training seed share their battles (the
+pairing of ``marl compare``) and runs of different seeds do not. ``marl compare`` then writes
+``OUT/compare.md`` and ``.json`` with each row's difference to BC, paired by seed.
 Re-running resumes: finished runs and reports are kept, unfinished runs resume; a run trained
 further (a larger ``--updates``) is evaluated again.
 An ablation is a ``--variant``: a named algorithm with config overrides, trained and reported
@@ -21,6 +25,7 @@ Build the data first: ``marl datasets build TASKSET --quality QUALITY``.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -33,6 +38,7 @@ from omegaconf import OmegaConf
 from marl.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+EVAL_SEED_BASE = 10_000  # evaluation seed of a run = this + its training seed
 SHARED_KEYS = ("updates", "batch_size", "log_interval", "checkpoint_interval", "data", "eval")
 
 
@@ -76,7 +82,7 @@ def run_table(algos: list[str], variants: list[list[str]], taskset: str
                              "'_', '.' or '-' (it names folders and table rows)")
         if not rest or not config_of(rest[0], taskset).is_file():
             raise ValueError(f"--variant {name} {' '.join(rest)}: expected an algorithm after "
-                             "NAME (hissd, bc, odis, updet)")
+                             "NAME (hissd, bc, bc-matched, odis, updet)")
         if any("=" not in kv for kv in rest[1:]):
             raise ValueError(f"--variant {name} {' '.join(rest)}: overrides must be KEY=VALUE")
         table[name] = (rest[0], rest[1:])
@@ -86,6 +92,15 @@ def run_table(algos: list[str], variants: list[list[str]], taskset: str
 def finished(run: Path, updates: int) -> bool:
     last = run / "checkpoints" / "last.pt"
     return last.exists() and load_checkpoint(last).get("update", 0) >= updates
+
+
+def evaluated(run: Path, episodes: int, seed: int) -> bool:
+    """Whether the run's report is of this protocol (never a stale one of another)."""
+    path = run / "eval" / "zero_shot.json"
+    if not path.is_file():
+        return False
+    report = json.loads(path.read_text())
+    return report.get("episodes") == episodes and report.get("seeds") == [seed]
 
 
 def run(cmd: list[str], log: Path) -> int:
@@ -99,11 +114,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--taskset", required=True)
     p.add_argument("--quality", default="expert")
-    p.add_argument("--algos", nargs="*", default=["hissd", "bc", "odis", "updet"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--algos", nargs="*", default=["hissd", "bc", "bc-matched", "odis", "updet"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--updates", type=int, default=None)
-    p.add_argument("--episodes", type=int, default=32)
+    p.add_argument("--episodes", type=int, default=128, help="battles per map and run (128)")
     p.add_argument("--data", default="datasets/data")
     p.add_argument("--out", default=None)
     p.add_argument("--variant", nargs="+", action="append", default=[],
@@ -135,9 +150,9 @@ def main() -> int:
                               "--out", str(folder), *shared, *extra, f"seed={seed}"]
             if run(cmd, log):
                 return name, seed, 1
-        if trained or not (folder / "eval" / "zero_shot.json").exists():  # never a stale one
+        if trained or not evaluated(folder, args.episodes, EVAL_SEED_BASE + seed):
             code = run(marl + ["evaluate", str(folder), "--workers", "1", "--episodes",
-                               str(args.episodes), "--seeds", "0"], log)
+                               str(args.episodes), "--seeds", str(EVAL_SEED_BASE + seed)], log)
             if code:
                 return name, seed, code
         return name, seed, 0

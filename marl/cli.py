@@ -207,13 +207,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    import time
+
+    from marl.diagnose import diagnose_run, summary
+
+    start = time.perf_counter()
+    report = diagnose_run(args.run, args.checkpoint, episodes=args.episodes, seed=args.seed,
+                          out=args.out)
+    print(summary(report))
+    print(f"wrote {report['path']} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from marl.compare import compare, load_report, markdown
 
     labels = args.labels.split(",") if args.labels else None
-    result = compare([load_report(run, args.name) for run in args.runs], labels)
+    result = compare([load_report(run, args.name) for run in args.runs], labels, args.baseline)
     table = markdown(result)
     print(table)
     if args.out:
@@ -357,10 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", default="zero_shot", help="report file name")
     ev.set_defaults(func=_evaluate)
 
+    diag = groups.add_parser("diagnose", help="skill health: do the skills, value and advantages "
+                             "do anything? (writes RUN/eval/health.json)")
+    diag.add_argument("run", help="run folder of `marl train` (HiSSD, ODIS; BC/UPDeT: data figures)")
+    diag.add_argument("--checkpoint", default="last", help="last, best or a checkpoint path")
+    diag.add_argument("--episodes", type=_positive_int, default=64, help="episodes per training task (64)")
+    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--out", default=None, help="JSON file (default RUN/eval/health.json)")
+    diag.set_defaults(func=_diagnose)
+
     cmp_ = groups.add_parser("compare", help="algorithms x tasks table over seeds")
     cmp_.add_argument("runs", nargs="+", help="run folders with an evaluation report")
     cmp_.add_argument("--labels", default=None, help="comma-separated row label per run")
     cmp_.add_argument("--name", default="zero_shot", help="report file name")
+    cmp_.add_argument("--baseline", default="bc",
+                      help="row to pair every other row against, by training seed (bc)")
     cmp_.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     cmp_.set_defaults(func=_compare)
 
@@ -383,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from envs import EnvError
     from marl.data.format import DatasetError
+    from marl.diagnose import DiagnoseError
     from marl.evaluate import EvalError
     from marl.viz import VizError
 
@@ -390,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-    except (EnvError, DatasetError, EvalError, VizError) as err:  # user mistakes: one line, no traceback
+    except (EnvError, DatasetError, EvalError, VizError, DiagnoseError) as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
     return status or 0

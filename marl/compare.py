@@ -1,16 +1,25 @@
-"""``marl compare RUN_DIR ...``: one table of algorithms x tasks over seeds.
+"""``marl compare RUN_DIR ...``: algorithms x tasks over training seeds, with paired differences.
 
 Each run folder holds the report of ``marl evaluate`` (``eval/zero_shot.json``). Runs are
-grouped by algorithm (or by ``labels``); a run is one seed. For every task the table gives the
-mean over seeds of the run's score (win rate on SMAC, else return; a run evaluated with several
-evaluation seeds counts their mean) and a 95 % confidence interval from Student's t over seeds.
-The last column is the mean over unseen tasks, computed per run and then aggregated the same way.
+grouped by algorithm (or by ``labels``); a run is one training seed. Statistics are rliable's
+(Agarwal et al., NeurIPS 2021), never hand-written:
+
+* per task, the mean over runs of each run's score (win rate on SMAC, else return; a run
+  evaluated with several evaluation seeds counts their mean) with a 95 % percentile interval
+  from the bootstrap over runs;
+* over the unseen tasks, each row's mean and interquartile mean (IQM) with stratified-bootstrap
+  intervals (runs resampled within each task);
+* against a ``baseline`` row (default ``bc`` when present): the **paired** difference of the
+  unseen mean, run by run, pairing runs of the same training seed (``experiments/compare.py``
+  evaluates both on that seed's battles), with a bootstrap interval over the pairs, and the
+  probability of improvement P(row > baseline) over runs and unseen tasks with its interval.
+  A difference whose interval contains 0 is reported as not resolved by the protocol.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,34 +27,46 @@ import numpy as np
 
 from marl.evaluate import EvalError
 
-# two-sided 95 % Student t quantiles by degrees of freedom (1.96 beyond)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+REPS = 2000  # bootstrap replications (rliable's default is 50000; the intervals settle by 2000)
 
 
-def t95(dof: int) -> float:
-    if dof in _T95:
-        return _T95[dof]
-    smaller = [d for d in _T95 if d < dof]
-    return _T95[max(smaller)] if dof <= 30 else 1.96
+def _rliable():
+    # rliable passes arch a RandomState, which arch 7 warns about on every call
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+    from rliable import library, metrics
+
+    return library, metrics
+
+
+def interval(scores: np.ndarray, func) -> tuple[float, float, float]:
+    """Point estimate and 95 % percentile interval of ``func`` (an aggregate of a
+    ``[runs, tasks]`` matrix) under rliable's stratified bootstrap, seeded for repeatability."""
+    library, _ = _rliable()
+    scores = np.asarray(scores, dtype=float).reshape(len(scores), -1)
+    point, ci = library.get_interval_estimates(
+        {"x": scores}, lambda x: np.array([func(x)]), reps=REPS,
+        random_state=np.random.RandomState(0))
+    return float(point["x"][0]), float(ci["x"][0][0]), float(ci["x"][1][0])
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval over seeds (the interval is the mean itself for one seed)."""
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, m, m
-    half = t95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return m, m - half, m + half
+    """Mean over runs and its 95 % bootstrap interval (the mean itself for one run)."""
+    return interval(np.asarray(values, dtype=float)[:, None], np.mean)
 
 
-def bounded(stats: tuple[float, float, float], metric: str) -> tuple[float, float, float]:
-    """A win rate's interval clipped to [0, 1] (a t-interval over 3 seeds can overshoot)."""
-    if metric != "win_rate":
-        return stats
-    m, lo, hi = stats
-    return m, max(lo, 0.0), min(hi, 1.0)
+def iqm_ci(scores: np.ndarray) -> tuple[float, float, float]:
+    """Interquartile mean of a ``[runs, tasks]`` matrix and its stratified-bootstrap interval."""
+    _, metrics = _rliable()
+    return interval(scores, metrics.aggregate_iqm)
+
+
+def improvement_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """P(X > Y) over runs and tasks of two ``[runs, tasks]`` matrices, with its interval."""
+    library, metrics = _rliable()
+    point, ci = library.get_interval_estimates(
+        {"p": [x, y]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps=REPS, random_state=np.random.RandomState(0))
+    return float(point["p"][0]), float(ci["p"][0][0]), float(ci["p"][1][0])
 
 
 def load_report(run: str | Path, name: str = "zero_shot") -> dict:
@@ -58,8 +79,11 @@ def load_report(run: str | Path, name: str = "zero_shot") -> dict:
         raise EvalError(f"{path}: not a valid report ({exc})") from None
 
 
-def compare(reports: Sequence[dict], labels: Sequence[str] | None = None) -> dict:
-    """Aggregate reports (one per run/seed) into ``{label: {task: [mean, lo, hi, n]}}``."""
+def compare(reports: Sequence[dict], labels: Sequence[str] | None = None,
+            baseline: str | None = "bc") -> dict:
+    """Aggregate reports (one per run) into ``{label: {task: [mean, lo, hi, n]}}`` plus, per
+    label, the unseen-task IQM and the paired difference to ``baseline`` (skipped when no row
+    has that name)."""
     if labels is not None and len(labels) != len(reports):
         raise EvalError(f"{len(labels)} labels for {len(reports)} runs")
     groups: dict[str, list[dict]] = {}
@@ -69,41 +93,84 @@ def compare(reports: Sequence[dict], labels: Sequence[str] | None = None) -> dic
     for rep in reports:
         for r in rep["results"]:
             tasks.setdefault(r["task"], r["split"])
+    unseen_tasks = [t for t, s in tasks.items() if s == "unseen"]
     metric = reports[0]["summary"]["metric"] if reports else "win_rate"
     table: dict[str, dict] = {}
+    unseen_scores: dict[str, dict[int, np.ndarray]] = {}
     for label, reps in groups.items():
         row = {}
         for task in tasks:
             per_run = [rep["summary"]["tasks"][task] for rep in reps
                        if task in rep["summary"]["tasks"]]
             if per_run:
-                row[task] = [*bounded(mean_ci(per_run), metric), len(per_run)]
-        unseen = [rep["summary"]["unseen_mean"] for rep in reps
-                  if rep["summary"]["unseen_mean"] is not None]
-        if unseen:
-            row["unseen mean"] = [*bounded(mean_ci(unseen), metric), len(unseen)]
+                row[task] = [*mean_ci(per_run), len(per_run)]
+        complete = [rep for rep in reps if all(t in rep["summary"]["tasks"] for t in unseen_tasks)]
+        partial = len(complete) < len(reps)
+        if unseen_tasks and complete:
+            by_seed = {_seed(rep, i): np.array([rep["summary"]["tasks"][t] for t in unseen_tasks])
+                       for i, rep in enumerate(complete)}
+            unseen_scores[label] = by_seed
+            matrix = np.stack(list(by_seed.values()))
+            row["unseen mean"] = [*mean_ci(matrix.mean(1)), len(matrix)]
+            row["unseen IQM"] = [*iqm_ci(matrix), len(matrix)]
+            if partial:
+                row["partial"] = f"{len(reps) - len(complete)} run(s) lack an unseen task"
         table[label] = row
-    return {"metric": metric, "tasks": tasks, "table": table,
+    paired = {}
+    if baseline in unseen_scores:
+        base = unseen_scores[baseline]
+        for label, by_seed in unseen_scores.items():
+            seeds = sorted(set(by_seed) & set(base))
+            if label == baseline or not seeds:
+                continue
+            diff = np.array([by_seed[s].mean() - base[s].mean() for s in seeds])
+            m, lo, hi = mean_ci(diff)
+            x = np.stack([by_seed[s] for s in sorted(by_seed)])
+            y = np.stack([base[s] for s in sorted(base)])
+            paired[label] = {"difference": [m, lo, hi], "pairs": len(seeds), "seeds": seeds,
+                             "probability_of_improvement": list(improvement_ci(x, y)),
+                             "resolved": bool(lo > 0 or hi < 0)}
+    return {"metric": metric, "tasks": tasks, "table": table, "baseline": baseline,
+            "paired": paired,
             "runs": {label: [rep["run"] for rep in reps] for label, reps in groups.items()}}
+
+
+def _seed(report: dict, index: int) -> int:
+    """The training seed of a report's run (for pairing); its position when unknown."""
+    return int(report.get("train_seed", index))
+
+
+def _cell(stats) -> str:
+    m, lo, hi, n = stats
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}] ({n})" if n > 1 else f"{m:.2f} (1)"
 
 
 def markdown(result: dict) -> str:
     columns = [t for t, s in result["tasks"].items() if s == "unseen"] + \
         [t for t, s in result["tasks"].items() if s == "train"]
     if any("unseen mean" in row for row in result["table"].values()):
-        columns.append("unseen mean")
+        columns += ["unseen mean", "unseen IQM"]
     head = [c.split(":", 1)[-1] + (" (train)" if result["tasks"].get(c) == "train" else "")
             for c in columns]
-    lines = [f"{result['metric']}: mean over seeds [95 % t-interval] (n seeds)", "",
+    lines = [f"{result['metric']}: mean over runs [95 % bootstrap interval, rliable] (n runs)", "",
              "| algorithm | " + " | ".join(head) + " |",
              "|---|" + "---|" * len(columns)]
     for label, row in result["table"].items():
-        cells = []
-        for c in columns:
-            if c not in row:
-                cells.append("–")
-                continue
-            m, lo, hi, n = row[c]
-            cells.append(f"{m:.2f} [{lo:.2f}, {hi:.2f}] ({n})" if n > 1 else f"{m:.2f} (1)")
+        cells = [_cell(row[c]) if c in row else "–" for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notes = [f"{label}: partial, {row['partial']}" for label, row in result["table"].items()
+             if "partial" in row]
+    if result.get("paired"):
+        base = result["baseline"]
+        lines += ["", f"Paired against {base} (runs of the same training seed, unseen mean):", "",
+                  f"| algorithm | difference to {base} [95 % interval] | pairs | "
+                  f"P(better than {base}) [95 % interval] | resolved |", "|---|---|---|---|---|"]
+        for label, p in result["paired"].items():
+            m, lo, hi = p["difference"]
+            pm, plo, phi = p["probability_of_improvement"]
+            lines.append(f"| {label} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {p['pairs']} | "
+                         f"{pm:.2f} [{plo:.2f}, {phi:.2f}] | "
+                         f"{'yes' if p['resolved'] else 'no: the interval contains 0'} |")
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines)

@@ -51,6 +51,8 @@ class TrainConfig:
     grad_clip: float = 10.0
     log_interval: int = 20  # updates between TensorBoard scalars
     checkpoint_interval: int = 500  # updates between checkpoints (last.pt)
+    health_interval: int = 0  # updates between skill-health diagnostics (marl.diagnose); 0 = off
+    health_episodes: int = 16  # episodes per training task for each of them
     threads: int = 0  # torch threads; 0 = all cores (per rank under torchrun)
     device: str = "cpu"
     compile: bool = False  # torch.compile the model's transformers
@@ -145,8 +147,13 @@ def check(cfg: DictConfig) -> None:
     for key in ("updates", "batch_size", "lr", "log_interval", "checkpoint_interval",
                 "eval.episodes"):
         positive(key)
-    for key in ("threads", "eval.interval", "weight_decay", "grad_clip"):
+    for key in ("threads", "eval.interval", "weight_decay", "grad_clip", "health_interval",
+                "health_episodes"):
         positive(key, allow_zero=True)
+    for key, allowed in getattr(registry()[cfg.algo].config, "CHOICES", {}).items():
+        if cfg.model[key] not in allowed:
+            raise ConfigError(f"model.{key} must be one of {', '.join(map(repr, allowed))}, "
+                              f"got {cfg.model[key]!r}")
     if cfg.data.subset not in ("last", "random"):
         raise ConfigError(f"data.subset must be 'last' or 'random', got {cfg.data.subset!r}")
 

@@ -241,7 +241,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
         if r is not None:
             r["split"] = "train" if task in trained_tasks(ckpt) else "unseen"
             rows.append(r)
-    report = {"run": str(run_dir), "algo": cfg.algo, "checkpoint": str(path),
+    report = {"run": str(run_dir), "algo": cfg.algo, "train_seed": int(cfg.seed),
+              "checkpoint": str(path),
               "update": ckpt["update"], "taskset": ts.name, "quality": cfg.data.quality,
               "train_tasks": trained_tasks(ckpt), "seeds": list(seeds), "episodes": episodes,
               "env_options": dict(ts.env_options), "seconds": time.perf_counter() - start,

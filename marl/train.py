@@ -237,6 +237,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
             if rank == 0 and score is not None and (best_score is None or score > best_score):
                 best_score = score
                 checkpoint(ckpt_dir / "best.pt")
+        if rank == 0 and cfg.health_interval and (update % cfg.health_interval == 0
+                                                  or update == cfg.updates):
+            _health(cfg, model, data, run_dir, update, writer, log)
         if update % cfg.checkpoint_interval == 0 or update == cfg.updates:
             checkpoint(ckpt_dir / "last.pt")
     if world > 1:  # the ranks must end with identical parameters: check and record it
@@ -279,6 +282,28 @@ def _evaluate(cfg, taskset, model, run_dir: Path, update: int, writer, rank: int
     log("eval " + ", ".join(f"{r['task']} {r.get('win_rate', r['return_mean']):.2f}"
                             for r in results))
     return sum(train_scores) / len(train_scores) if train_scores else None
+
+
+def _health(cfg, model, data, run_dir: Path, update: int, writer, log) -> None:
+    """Skill-health figures (``marl.diagnose``) as ``health/...`` scalars and
+    ``eval/health.json``, on ``health_episodes`` episodes of each training task."""
+    from marl.diagnose import scalars, skill_health
+
+    report = skill_health(model, data, cfg.health_episodes, seed=cfg.seed)
+    report["update"] = update
+    for key, value in scalars(report).items():
+        writer.add_scalar(key, value, update)
+    (run_dir / "eval").mkdir(exist_ok=True)
+    atomic_write_text(run_dir / "eval" / "health.json", json.dumps(report, indent=2))
+    first = next(iter(report["tasks"].values()))
+    shown = [("task_skill", "actions_changed_by_other_task_z", "z moves"),
+             ("common_skill", "actions_changed_by_shuffling", "common moves"),
+             ("value", "ratio", "V/G"), ("value", "correlation", "corr(V,G)"),
+             ("advantage", "correlation_with_win", "corr(A,won)")]
+    parts = [f"{label} {first[g][k]:.2f}" for g, k, label in shown
+             if isinstance(first.get(g, {}).get(k), float)]
+    if parts:
+        log(f"health ({next(iter(report['tasks']))}): " + ", ".join(parts))
 
 
 # ------------------------------------------------------------------------------ entry point

@@ -107,3 +107,30 @@ def test_compare_script_variants_are_named_rows_with_overrides():
         run_table([], [["x", "hissd", "model.contrastive"]], "marine-hard")
     with pytest.raises(ValueError, match="--algos nosuch"):
         run_table(["nosuch"], [], "marine-hard")
+
+
+def test_capacity_matched_bc_has_the_parameters_of_hissds_acting_path():
+    """bc-matched is the control for capacity: within 5 % of the parameters HiSSD acts with
+    (planner, common head, decoder, task encoder and head, action head) at the same CPU size."""
+    from pathlib import Path
+
+    from marl.algos import build
+    from marl.config import model_config
+    from marl.nets import family_spec
+
+    repo = Path(__file__).resolve().parents[1]
+    hissd = build("hissd", family_spec("smac"), model_config(
+        load_config(repo / "experiments" / "hissd" / "marine-hard.yaml")))
+    acting = sum(p.numel() for name in ("planner", "common_head", "decoder", "task_encoder",
+                                        "task_head", "action_head")
+                 for p in getattr(hissd, name).parameters())
+    cfg = load_config(repo / "experiments" / "baselines" / "bc-matched.yaml",
+                      ["data.taskset=marine-hard"])
+    bc = build(cfg.algo, family_spec("smac"), model_config(cfg))
+    matched = sum(p.numel() for p in bc.parameters())
+    plain = sum(p.numel() for p in build("bc", family_spec("smac"), model_config(load_config(
+        repo / "experiments" / "baselines" / "bc.yaml"))).parameters())
+    assert cfg.algo == "bc" and cfg.model.depth == 2
+    assert abs(matched - acting) / acting < 0.05 and plain < acting / 3
+    assert _compare_script().run_table(["bc-matched"], [], "marine-hard") == {
+        "bc-matched": ("bc-matched", [])}

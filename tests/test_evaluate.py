@@ -126,38 +126,67 @@ def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
     assert "not a marl checkpoint of version 1" in capsys.readouterr().err
 
 
-def _report(algo: str, run: str, scores: dict[str, float], unseen: list[str]) -> dict:
+def _report(algo: str, run: str, scores: dict[str, float], unseen: list[str],
+            seed: int | None = None) -> dict:
     rows = [{"task": t, "split": "unseen" if t in unseen else "train", "win_rate": v}
             for t, v in scores.items()]
     u = [v for t, v in scores.items() if t in unseen]
-    return {"algo": algo, "run": run, "results": rows,
-            "summary": {"metric": "win_rate", "tasks": scores,
-                        "unseen_mean": sum(u) / len(u), "train_mean": None}}
+    report = {"algo": algo, "run": run, "results": rows,
+              "summary": {"metric": "win_rate", "tasks": scores,
+                          "unseen_mean": sum(u) / len(u), "train_mean": None}}
+    if seed is not None:
+        report["train_seed"] = seed
+    return report
 
 
-def test_compare_aggregates_seeds():
+def test_compare_aggregates_seeds_with_bootstrap_intervals():
     unseen = ["smac:12m", "smac:4m"]
     reports = [_report("hissd", f"h{i}", {"smac:3m": 1.0, "smac:12m": v, "smac:4m": w}, unseen)
                for i, (v, w) in enumerate([(0.5, 0.7), (0.6, 0.8), (0.7, 0.9)])]
     reports.append(_report("bc", "b0", {"smac:3m": 0.9, "smac:12m": 0.4, "smac:4m": 0.2}, unseen))
     result = compare(reports)
     m, lo, hi, n = result["table"]["hissd"]["smac:12m"]
-    assert n == 3 and m == pytest.approx(0.6)
-    half = 4.303 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sample std / sqrt(n)
-    assert lo == pytest.approx(0.6 - half) and hi == pytest.approx(0.6 + half)
+    # the bootstrap of three runs' mean stays within their range and covers the mean
+    assert n == 3 and m == pytest.approx(0.6) and 0.5 <= lo < 0.6 < hi <= 0.7
     assert result["table"]["hissd"]["unseen mean"][0] == pytest.approx(0.7)
     assert result["table"]["bc"]["smac:4m"] == [0.2, 0.2, 0.2, 1]
     table = markdown(result)
     assert "| hissd | 0.60 [" in table and "| bc | 0.40 (1)" in table
     assert table.index("12m") < table.index("3m (train)")
     assert mean_ci([1.0]) == (1.0, 1.0, 1.0)
-    spread = compare([_report("x", f"x{i}", {"smac:12m": v, "smac:4m": v}, unseen)
-                      for i, v in enumerate([0.6, 1.0, 1.0])])
-    assert spread["table"]["x"]["smac:12m"][2] == 1.0  # clipped: t-interval would pass 1
     labelled = compare(reports, labels=["a", "a", "b", "c"])
     assert set(labelled["table"]) == {"a", "b", "c"}
     with pytest.raises(EvalError, match="2 labels for 4 runs"):
         compare(reports, labels=["a", "b"])
+
+
+def test_compare_pairs_runs_by_training_seed():
+    """HiSSD beats BC by exactly 0.1 on every seed, while the seeds themselves differ by far
+    more: the paired difference is resolved, an unpaired comparison would not be."""
+    unseen = ["smac:12m", "smac:4m"]
+    level = {0: 0.2, 1: 0.5, 2: 0.8, 3: 0.35, 4: 0.65}
+    reports = []
+    for seed, base in level.items():
+        reports.append(_report("bc", f"b{seed}", {"smac:12m": base, "smac:4m": base}, unseen, seed))
+        reports.append(_report("hissd", f"h{seed}", {"smac:12m": base + 0.1, "smac:4m": base + 0.1},
+                               unseen, seed))
+        reports.append(_report("odis", f"o{seed}", {"smac:12m": base + (0.05 if seed % 2 else -0.05),
+                                                    "smac:4m": base}, unseen, seed))
+    result = compare(reports)
+    hissd = result["paired"]["hissd"]
+    assert hissd["difference"] == pytest.approx([0.1, 0.1, 0.1]) and hissd["pairs"] == 5
+    assert hissd["resolved"] and 0.5 < hissd["probability_of_improvement"][0] < 1.0
+    lo, hi = result["table"]["hissd"]["unseen mean"][1:3]
+    assert lo < result["table"]["bc"]["unseen mean"][0] < hi  # unpaired intervals overlap
+    assert not result["paired"]["odis"]["resolved"]
+    table = markdown(result)
+    assert "| hissd | +0.100 [+0.100, +0.100] | 5 |" in table
+    assert "no: the interval contains 0" in table
+    iqm = result["table"]["bc"]["unseen IQM"][0]
+    assert iqm == pytest.approx(0.5)  # IQM of 0.2 .. 0.8 drops the quartiles at both ends
+    # a run missing an unseen task is left out of the unseen columns and the row says so
+    reports.append(_report("bc", "b9", {"smac:12m": 0.1}, ["smac:12m"], 9))
+    assert "partial" in compare(reports)["table"]["bc"]
 
 
 def test_markdown_table_of_a_report_lists_errors():

@@ -167,21 +167,21 @@ def test_single_task_trains_without_negatives(dataset, tiny_data):
 
 
 def test_contrastive_separates_tasks(dataset):
-    """After training on the InfoNCE term alone, a task's skills are closer to each other than
-    to the other task's."""
+    """After training on the InfoNCE term alone, which acts on a projection of z, a task's
+    skills z are closer to each other than to the other task's."""
     torch.manual_seed(0)
     model = HiSSD(family_spec("smac"), TINY)
-    params = list(model.task_encoder.parameters()) + list(model.contrast_head.parameters()) \
-        + [model.contrast_w]
+    params = list(model.task_encoder.parameters()) + list(model.task_head.parameters()) \
+        + list(model.contrast_head.parameters()) + [model.contrast_w]
     optim = torch.optim.Adam(params, lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(30):
         pairs = []
         for batch in _batches(dataset, gen):
             view = batch.obs.map(lambda x: x[:, :4])
-            enc = model.task_encoding(model.spec.obs_tokens(view))
+            z = model._contrast_features(model.spec.obs_tokens(view))
             valid = batch.agent_mask[:, None, :].expand(-1, 4, -1)
-            pairs += [(_rows(enc, a), _rows(enc, b), task)
+            pairs += [(_rows(z, a), _rows(z, b), task)
                       for a, b, task in model._contrastive_pairs(valid, batch.task_id, gen)]
         loss = model._info_nce(pairs)
         optim.zero_grad()
@@ -189,7 +189,7 @@ def test_contrastive_separates_tasks(dataset):
         optim.step()
     assert loss.item() < 0.5
     with torch.no_grad():
-        z = [torch.nn.functional.normalize(model.contrast_head(a), dim=-1) for a, _, _ in pairs]
+        z = [torch.nn.functional.normalize(a, dim=-1) for a, _, _ in pairs]
         within = (z[0] @ z[0].T).mean()
         across = (z[0] @ z[1].T).mean()
     assert within > across + 0.2
@@ -287,3 +287,31 @@ def test_other_families_learn_and_act_on_unseen_tasks(tmp_path, tasks, unseen):
     assert history[-1]["prediction"] < history[0]["prediction"]
     result = evaluate_task(model, unseen, episodes=2, seed=0)
     assert result["episodes"] == 2 and np.isfinite(result["return_mean"])
+
+
+def test_earlier_setting_builds_marls_previous_hissd(dataset):
+    """``EARLIER`` (the ablation row and benchmark setting) is a valid set of overrides that
+    builds the earlier networks: bootstrapped value with targets, state-conditioned predictor,
+    z trained by BC alone, and its loss runs."""
+    from marl.algos.hissd import EARLIER
+    from marl.config import load_config, model_config
+
+    cfg = model_config(load_config(None, [f"model.{k}={v}" for k, v in EARLIER.items()]))
+    assert {k: getattr(cfg, k) for k in EARLIER} == EARLIER
+    model = HiSSD(family_spec("smac"), replace(cfg, **{k: getattr(TINY, k) for k in (
+        "dim", "ffn_mult", "hidden", "skill_dim", "mixer_dim", "contrastive_samples",
+        "steps_per_episode")}))
+    assert hasattr(model, "target") and not hasattr(model, "predict_actions")
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.task_head)
+    gen = torch.Generator().manual_seed(0)
+    loss, stats = model.loss([dataset.sample(4, task=t, generator=gen) for t in dataset.tasks], gen)
+    loss.backward()
+    assert torch.isfinite(loss) and "prediction_action" not in stats and "prediction_state" in stats
+
+
+def test_bad_switch_values_are_one_config_error():
+    from marl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.value_target must be one of 'monte_carlo', "
+                                          "'td_expectile', got 'mc'"):
+        load_config(None, ["model.value_target=mc"])

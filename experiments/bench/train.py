@@ -9,7 +9,9 @@ Two settings, both on this process's data (2000 episodes per task, as ODIS/HiSSD
 * **released sizes** (``experiments/hissd/paper-size.yaml``: 64-d tokens, 32 whole episodes per
   task-batch, every transition): the time of one task-batch update (loss, backward, AdamW step)
   for each training task alone, the comparison the issue sets against the released learner
-  (2.0 s for 3m, about 25 s for 9m_vs_10m, 12-18 s for a marine-hard task-batch on average);
+  (2.0 s for 3m, about 25 s for 9m_vs_10m, 12-18 s for a marine-hard task-batch on average),
+  for the repaired defaults and, side by side in the same process, the earlier setting
+  (``marl.algos.hissd.EARLIER``: bootstrapped expectile value, state-conditioned predictor);
 * **the CPU config** (``experiments/hissd/<taskset>.yaml``): updates/s and episodes/s of a
   full multi-task update, as ``marl train`` runs it.
 
@@ -91,11 +93,16 @@ def main() -> None:
               "load_average_before": load, "cpu_count": os.cpu_count(),
               "machine": platform.machine(), "torch": torch.__version__,
               "matmul_gflops": rate, "released_sizes": {}, "cpu_config": {}}
-    for name, config in (("released_sizes", "paper-size.yaml"),
-                         ("cpu_config", f"{args.taskset}.yaml")):
+    from marl.algos.hissd import EARLIER
+
+    earlier = [f"model.{k}={v}" for k, v in EARLIER.items()]
+    result["released_sizes_earlier"] = {}
+    for name, config, extra in (("released_sizes", "paper-size.yaml", []),
+                                ("released_sizes_earlier", "paper-size.yaml", earlier),
+                                ("cpu_config", f"{args.taskset}.yaml", [])):
         cfg = load_config(REPO / "experiments" / "hissd" / config,
                           [f"data.root={args.data}", f"data.taskset={args.taskset}",
-                           "data.episodes=2000"])
+                           "data.episodes=2000", *extra])
         _, ds = load_dataset(cfg)
         torch.manual_seed(0)
         model = build_model(cfg, ds.family)
@@ -104,7 +111,7 @@ def main() -> None:
         out = result[name]
         out["parameters"] = sum(p.numel() for p in model.parameters())
         out["dataset_mb"] = {t: round(b / 2**20, 1) for t, b in ds.memory_report().items()}
-        groups = [[t] for t in ds.tasks] if name == "released_sizes" else [list(ds.tasks)]
+        groups = [[t] for t in ds.tasks] if name.startswith("released") else [list(ds.tasks)]
         for tasks in groups:
             seconds, flops = time_updates(
                 model, optim, lambda: [ds.sample(cfg.batch_size, task=t, generator=gen)

@@ -61,6 +61,14 @@ def copy_targets(module: nn.Module) -> None:
         target.load_state_dict(getattr(module, name).state_dict())
 
 
+@torch.no_grad()
+def soft_update_targets(module: nn.Module, tau: float) -> None:
+    """Polyak step: every target parameter moves ``tau`` of the way to its online one."""
+    for name, target in module.target.items():
+        online = getattr(module, name)
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
 def take_steps(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None
                ) -> torch.Tensor:
     """``x [B, T, ...]`` at steps ``t [R, K]`` of episodes ``rows [R]`` (default: every
@@ -88,10 +96,12 @@ class Transitions:
     avail_next: torch.Tensor | None
     reward: torch.Tensor  # [B, K]
     terminated: torch.Tensor  # [B, K]
+    returns: torch.Tensor | None  # [B, K] discounted return-to-go (raw rewards), when asked
     step_mask: torch.Tensor  # [B, K] float: 1 for real transitions
     agents: torch.Tensor  # [B, K, A] bool: real agents at real transitions
     acting: torch.Tensor  # [B, K, A] bool: agents with a choice (alive)
     task_id: torch.Tensor  # [B]
+    episode: torch.Tensor  # [B] row of the batch's episode each transition row comes from
 
     @property
     def n_steps(self) -> torch.Tensor:
@@ -107,11 +117,24 @@ class Transitions:
         return (x * w).sum() / w.sum().clamp(min=1.0)
 
 
+def returns_to_go(reward: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted return-to-go ``G_t = sum_{u >= t} gamma^(u - t) r_u`` of every step of
+    ``reward [B, T]`` (masked), as one matrix product with the discount table ``[T, T]``."""
+    steps = torch.arange(reward.shape[1], device=reward.device)
+    ahead = steps[None, :] - steps[:, None]  # [t, u] = u - t
+    table = torch.where(ahead >= 0, gamma ** ahead.clamp(min=0).to(reward.dtype),
+                        torch.zeros((), dtype=reward.dtype, device=reward.device))
+    return (reward * mask) @ table.T
+
+
 def transitions(batch, spec: FamilySpec, steps_per_episode: int,
-                generator: torch.Generator | None = None) -> Transitions:
+                generator: torch.Generator | None = None, gamma: float | None = None
+                ) -> Transitions:
     """``steps_per_episode`` K > 0: K transitions drawn uniformly from each episode's
     ``L - 1``, shape ``[B, K, ...]``. K = 0: every real transition of the batch and nothing
-    else (padded steps are never computed), shape ``[N, 1, ...]`` for N transitions."""
+    else (padded steps are never computed), shape ``[N, 1, ...]`` for N transitions. With
+    ``gamma``, each transition also carries its discounted return-to-go (the data are whole
+    episodes, so it is the Monte-Carlo return of the behaviour policy)."""
     device = batch.reward.device
     if steps_per_episode:
         rows = torch.arange(batch.batch_size, device=device)
@@ -139,7 +162,10 @@ def transitions(batch, spec: FamilySpec, steps_per_episode: int,
         actions=take_steps(batch.actions, t, rows), avail=avail, avail_next=avail_next,
         reward=take_steps(batch.reward, t, rows),
         terminated=take_steps(batch.terminated, t, rows),
-        step_mask=step_mask, agents=agents, acting=acting, task_id=batch.task_id[rows])
+        returns=(None if gamma is None
+                 else take_steps(returns_to_go(batch.reward, batch.mask, gamma), t, rows)),
+        step_mask=step_mask, agents=agents, acting=acting, task_id=batch.task_id[rows],
+        episode=rows)
 
 
 def masked_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
@@ -160,6 +186,13 @@ def action_nll(spec: FamilySpec, out: torch.Tensor, tr: Transitions,
 def greedy(spec: FamilySpec, out: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
     """Greedy actions from logits/Q-values (discrete, available only) or means (continuous)."""
     return masked_logits(out, avail).argmax(-1) if spec.discrete else out
+
+
+def changed_actions(spec: FamilySpec, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether each agent's greedy action differs between ``a`` and ``b`` ``[..., A]``:
+    another action id (discrete), or a joint command moved by more than 0.05 of its [-1, 1]
+    range (continuous)."""
+    return a != b if spec.discrete else (a - b).abs().amax(-1) > 0.05
 
 
 def mean_terms(per_batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import (ValueConfig, action_nll, copy_targets, greedy, make_targets,
-                               mean_terms, transitions)
+from marl.algos.common import (ValueConfig, action_nll, changed_actions, copy_targets, greedy,
+                               make_targets, mean_terms, transitions)
 from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer, mlp
 
 
@@ -132,3 +132,24 @@ class ODIS(nn.Module):
         self.updates_done.fill_(update)
         if update % self.cfg.target_update_interval == 0:
             copy_targets(self)
+
+    # ------------------------------------------------------------------ what diagnose reads
+    @torch.no_grad()
+    def probe(self, tr, generator: torch.Generator | None = None,
+              foreign_z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``skill`` ``[B, K, A]`` (each agent's chosen skill), ``changed_by_skill`` (the greedy
+        action changes when that skill is replaced by a random other one) and ``value``
+        (``Q_tot`` of the data's skills, ``[B, K]``), for ``marl diagnose``."""
+        k, obs = self.cfg.n_skills, tr.obs
+        q = self.skill_q(obs)
+        chosen = q.argmax(-1)
+        dtype = obs.groups[0].dtype
+        actions = greedy(self.spec, self.decode(obs, tr.view, F.one_hot(chosen, k).to(dtype)), tr.avail)
+        shift = torch.randint(1, max(k, 2), chosen.shape, generator=generator).to(chosen.device)
+        other = F.one_hot((chosen + shift) % k, k).to(dtype)
+        out = {"skill": chosen, "changed_by_skill": changed_actions(
+            self.spec, actions, greedy(self.spec, self.decode(obs, tr.view, other), tr.avail))}
+        z_data = self.dataset_skills(tr.state).argmax(-1)
+        q_taken = q.gather(-1, z_data[..., None])[..., 0] * tr.agents.to(q.dtype)
+        out["value"] = self.mixer(q_taken, tr.state)
+        return out

@@ -43,6 +43,10 @@ class FamilySpec:
     entity_group: int | None  # obs group whose tokens each drive one action entry
     obs_tokens: Callable[[Any], Tokens]
     state_tokens: Callable[[Any, Any], Tokens]  # (state, obs view) -> [agents, others]
+    # how the state's "others" line up with the agents' last observation group: False, one
+    # state token per observed entity, seen by several agents (SMAC enemies, MPE landmarks);
+    # True, every agent's observed entities in agent order (MuJoCo joints)
+    others_per_agent: bool = False
 
 
 def _own_tokens(view) -> Tokens:
@@ -90,5 +94,5 @@ def family_spec(family: str) -> FamilySpec:
         from marl.entity.mamujoco import JOINT_DIM, ROOT_DIM
 
         return FamilySpec("mamujoco", (ROOT_DIM, JOINT_DIM), (JOINT_DIM + ROOT_DIM, JOINT_DIM),
-                          False, 0, 1, _mujoco_obs, _mujoco_state)
+                          False, 0, 1, _mujoco_obs, _mujoco_state, others_per_agent=True)
     raise ValueError(f"no token view for task family {family!r} (smac, mpe, mamujoco)")
