@@ -33,7 +33,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from marl.algos.common import transitions
@@ -61,7 +60,7 @@ def _share(flags: torch.Tensor, where: torch.Tensor) -> float | None:
     return None if n == 0 else float((flags & where).sum()) / n
 
 
-def _variance_ratio(z_by_task: dict[str, torch.Tensor]) -> float | None:
+def variance_ratio(z_by_task: dict[str, torch.Tensor]) -> float | None:
     """Between-task over within-task variance of ``z`` (traces of the scatter matrices, each
     divided by its sample count): 0 when every task has the same mean ``z``."""
     groups = [z.double() for z in z_by_task.values() if len(z)]
@@ -176,7 +175,7 @@ def skill_health(model, data, episodes: int = 64, seed: int = 0) -> dict:
 
     report = {"algo": model.name, "episodes_per_task": episodes, "seed": seed,
               "reward_scale": scale, "gamma": gamma, "tasks": tasks,
-              "variance_ratio_between_tasks": _variance_ratio(z_by_task) if z_by_task else None}
+              "variance_ratio_between_tasks": variance_ratio(z_by_task) if z_by_task else None}
     report["not_applicable"] = _not_applicable(model, tasks)
     return _round(report)
 

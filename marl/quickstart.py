@@ -74,11 +74,15 @@ def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
         results.append(r)
         say(f"   {task:<12} {r['split']:<6} win rate {r['win_rate']:.2f}  "
             f"return {r['return_mean']:.1f}")
-    table = results_table(results)
+    say("4/4 skill health (marl diagnose) and skill figure")
+    from marl.diagnose import skill_health, summary
+
+    health = skill_health(model, data, episodes=32, seed=cfg.seed)
+    table = results_table(results) + "\n\nSkill health on 32 episodes of each training map " \
+        "(`marl diagnose`):\n\n```\n" + summary(health) + "\n```"
     (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"run": str(run), "results": results},
-                                                 indent=2))
-    say("4/4 skill figure")
+    (out / "results.json").write_text(json.dumps({"run": str(run), "results": results,
+                                                  "health": health}, indent=2))
     figure = skill_figure(model, data, out / "skills.png", seed=cfg.seed)
     say(f"done in {time.perf_counter() - start:.0f} s: {out / 'results.md'}, {figure}")
     print(table)
@@ -107,6 +111,8 @@ def skill_figure(model, data, path: Path, seed: int = 0, per_task: int = 300) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from marl.diagnose import variance_ratio
+
     gen = torch.Generator().manual_seed(seed)
     kinds: dict[str, list[torch.Tensor]] = {}
     labels = []
@@ -125,6 +131,8 @@ def skill_figure(model, data, path: Path, seed: int = 0, per_task: int = 300) ->
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.5), squeeze=False)
     for ax, (kind, parts) in zip(axes[0], kinds.items()):
         x = torch.cat(parts)
+        ratio = variance_ratio({i: x[labels_t == i] for i in range(len(data.tasks))})
+        spread = float((x - x.mean(0)).pow(2).sum(1).mean().sqrt())
         x = x - x.mean(0)
         _, _, v = torch.linalg.svd(x, full_matrices=False)
         xy = x @ v[:2].T
@@ -132,7 +140,8 @@ def skill_figure(model, data, path: Path, seed: int = 0, per_task: int = 300) ->
             sel = labels_t == i
             ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=palette[i % len(palette)],
                        label=task)
-        ax.set_title(f"HiSSD {titles.get(kind, kind)} (PCA)")
+        ax.set_title(f"HiSSD {titles.get(kind, kind)} (PCA)\nRMS spread {spread:.2g}, "
+                     f"between/within-map variance {ratio:.2g}", fontsize=9)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(markerscale=3, fontsize=8)

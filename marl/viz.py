@@ -246,9 +246,19 @@ def skill_maps(rollouts: list[Rollout], seed: int = 0, per_task: int = 400):
     figures = {}
     tasks = [r.task for r in rollouts]
     points = {}
+    from marl.diagnose import variance_ratio
+
+    scale = {}
     for kind in kinds:
         x = np.concatenate(data[kind])
         points[kind] = x
+        # what the map cannot show: the skills' own scale (RMS distance to their mean) and how
+        # far apart the tasks are relative to their spread (marl diagnose's figure)
+        spread = float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()))
+        ratio = variance_ratio({i: torch.from_numpy(x[meta_arr[:, 0] == i])
+                                for i in np.unique(meta_arr[:, 0])}) if len(rollouts) > 1 else None
+        scale[kind] = f"RMS spread {spread:.2g}" + (
+            f", between/within-task variance {ratio:.2g}" if ratio is not None else "")
         if len(rollouts) > 1:
             scores[kind] = float(silhouette_score(x, meta_arr[:, 0]))
     for method in ("pca", "tsne"):
@@ -279,7 +289,7 @@ def skill_maps(rollouts: list[Rollout], seed: int = 0, per_task: int = 400):
                               ncol=1 if len(np.unique(values)) < 8 else 2)
                 label = "common skills" if kind == "common" else "task-specific skills"
                 sil = f", silhouette by task {scores[kind]:.2f}" if kind in scores else ""
-                ax.set_title(f"{label} by {by}{sil}", fontsize=9)
+                ax.set_title(f"{label} by {by}{sil}\n{scale[kind]}", fontsize=9)
                 ax.set_xlabel(f"{method.upper()} 1")
                 ax.set_ylabel(f"{method.upper()} 2")
         fig.suptitle(f"Skill maps ({method.upper()}) over {', '.join(tasks)}")

@@ -12,7 +12,7 @@ import torch
 from marl.algos.common import returns_to_go, soft_update_targets
 from marl.algos.hissd import HiSSD, HissdConfig
 from marl.cli import main
-from marl.diagnose import (DiagnoseError, _corr, _variance_ratio, advantage_figures,
+from marl.diagnose import (DiagnoseError, _corr, variance_ratio, advantage_figures,
                            diagnose_run, scalars, skill_health, value_figures)
 from marl.nets import TransformerMixer, family_spec
 from marl.nets.tokens import Tokens
@@ -36,18 +36,18 @@ class Oracle(torch.nn.Module):
         return {"value": v, "advantage": v - v.mean(), "weight": torch.exp(v) / torch.exp(v).mean()}
 
 
-def test_correlation_and_variance_ratio_have_their_textbook_values():
+def test_correlation_andvariance_ratio_have_their_textbook_values():
     x = torch.arange(10.0)
     assert _corr(x, 3 * x + 1) == pytest.approx(1.0)
     assert _corr(x, -x) == pytest.approx(-1.0)
     assert _corr(x, torch.ones(10)) is None  # constant: undefined, not 0
     same = {"a": torch.randn(50, 4), "b": torch.randn(50, 4)}
     same["b"] = same["a"].clone()
-    assert _variance_ratio(same) == pytest.approx(0.0, abs=1e-9)
+    assert variance_ratio(same) == pytest.approx(0.0, abs=1e-9)
     apart = {"a": torch.randn(200, 4) * 0.1, "b": torch.randn(200, 4) * 0.1 + 5}
-    assert _variance_ratio(apart) > 100
+    assert variance_ratio(apart) > 100
     const = {"a": torch.zeros(3, 2), "b": torch.zeros(3, 2)}
-    assert _variance_ratio(const) == 0.0
+    assert variance_ratio(const) == 0.0
 
 
 def test_returns_to_go_match_the_recursion():

@@ -211,3 +211,6 @@ def test_quickstart_runs_end_to_end(tmp_path):
         assert r["episodes"] == 4
     with Image.open(out["figure"]) as img:
         assert img.size[0] > 500 and img.size[1] > 300
+    health = json.loads((tmp_path / "qs" / "results.json").read_text())["health"]
+    assert set(health["tasks"]) == {"smac:3m", "smac:5m", "smac:10m"}
+    assert "Skill health" in table and "value.ratio" in table
