@@ -137,6 +137,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return cfg
 
 
+HISTORY_ALGOS = ("hissd", "bc")  # the algorithms whose acting encoder reads past steps
+
+
 def check(cfg: DictConfig) -> None:
     """Values the types cannot express."""
     def positive(key: str, allow_zero: bool = False):
@@ -154,6 +157,10 @@ def check(cfg: DictConfig) -> None:
         if cfg.model[key] not in allowed:
             raise ConfigError(f"model.{key} must be one of {', '.join(map(repr, allowed))}, "
                               f"got {cfg.model[key]!r}")
+    positive("model.history", allow_zero=True)
+    if cfg.model.history and cfg.algo not in HISTORY_ALGOS:
+        raise ConfigError(f"model.history={cfg.model.history}: only {', '.join(HISTORY_ALGOS)} "
+                          f"read past steps, {cfg.algo} does not (set model.history=0)")
     if cfg.data.subset not in ("last", "random"):
         raise ConfigError(f"data.subset must be 'last' or 'random', got {cfg.data.subset!r}")
 

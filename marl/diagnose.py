@@ -115,7 +115,7 @@ def skill_health(model, data, episodes: int = 64, seed: int = 0) -> dict:
     drawn = {}
     for task, td in data.data.items():
         pick = torch.randperm(td.n_episodes, generator=gen)[:episodes]
-        tr = transitions(td.batch(pick), spec, 0, gen, gamma)
+        tr = transitions(td.batch(pick), spec, 0, gen, gamma, cfg=cfg)
         drawn[task] = (td, pick, tr)
     probe = getattr(model, "probe", None)
     z_by_task = {}

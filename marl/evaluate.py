@@ -51,12 +51,14 @@ def evaluate_task(model, task: str, episodes: int = 32, seed: int = 0,
         ts = env.reset()
         was_training = model.training
         model.eval()
+        memory = None  # what the agents remember; each copy plays only its first episode
         while not finished.all():
             view = parse(torch.from_numpy(ts.obs).to(device), info.layout)
             avail = (None if ts.avail_actions is None
                      else torch.from_numpy(ts.avail_actions).to(device).bool())
-            actions = model.act(view, avail).cpu().numpy()
-            ts = env.step(actions)
+            actions = model.act(view, avail, memory)
+            memory = model.remember(memory, view, actions)
+            ts = env.step(actions.cpu().numpy())
             new = ts.done & ~finished
             if new.any():
                 returns[new] = ts.info["episode_return"][new]

@@ -76,12 +76,15 @@ def record(model, task: str, episodes: int, seed: int = 0,
     skills: dict[str, list] = {}
     snapshot = getattr(env, "unit_snapshot", None)
     physics = getattr(env, "physics_snapshot", None)
+    memory = None  # what the agents remember; each copy plays only its first episode
     while not finished.all():
         view = parse(torch.from_numpy(ts.obs), info.layout)
         avail = None if ts.avail_actions is None else torch.from_numpy(ts.avail_actions).bool()
-        for kind, value in model.skills(view).items():
+        for kind, value in model.skills(view, memory).items():
             skills.setdefault(kind, []).append(value.numpy())
-        actions = model.act(view, avail).numpy()
+        taken = model.act(view, avail, memory)
+        memory = model.remember(memory, view, taken)
+        actions = taken.numpy()
         live = ~finished[:, None] & (avail[..., 1:].any(-1).numpy() if avail is not None
                                      else np.ones((episodes, info.n_agents), bool))
         frames["obs"].append(ts.obs), frames["actions"].append(actions)

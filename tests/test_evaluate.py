@@ -27,7 +27,10 @@ class FocusFire:
     def train(self, mode=True):
         return self
 
-    def act(self, view, avail):
+    def remember(self, memory, view, actions):
+        return None
+
+    def act(self, view, avail, memory=None):
         health = view.enemies[..., 5]
         shootable = avail[..., 6:]
         target = torch.where(shootable, health, torch.full_like(health, math.inf)).argmin(-1)
@@ -37,7 +40,7 @@ class FocusFire:
 
 
 class Random(FocusFire):
-    def act(self, view, avail):
+    def act(self, view, avail, memory=None):
         return (torch.rand(avail.shape, generator=torch.Generator().manual_seed(0)) * avail
                 ).argmax(-1)
 

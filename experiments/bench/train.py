@@ -114,8 +114,9 @@ def main() -> None:
         groups = [[t] for t in ds.tasks] if name.startswith("released") else [list(ds.tasks)]
         for tasks in groups:
             seconds, flops = time_updates(
-                model, optim, lambda: [ds.sample(cfg.batch_size, task=t, generator=gen)
-                                       for t in tasks], gen, args.repeats)
+                model, optim, lambda ds=ds, tasks=tasks: [
+                    ds.sample(cfg.batch_size, task=t, generator=gen) for t in tasks],
+                gen, args.repeats)
             key = tasks[0] if len(tasks) == 1 else "all tasks"
             out[key] = {"seconds_per_update": seconds, "gflop_per_update": flops / 1e9,
                         "achieved_gflops": flops / 1e9 / seconds,

@@ -1,9 +1,8 @@
 """Offline multi-task algorithms, one file each, registered by name with their config class.
 
-An algorithm is an ``nn.Module`` built from a ``FamilySpec`` and its config, with
-``loss(batch, generator) -> (loss, stats)``, ``after_update(update)`` (target networks) and
-``act(view, avail)`` (greedy decentralised actions); ``has_skills`` says whether
-``skills(view)`` exists.
+Each is a ``marl.algos.common.Algorithm`` (the contract: ``loss``, ``after_update``, ``act``
+with the episode's ``Memory``, ``remember``, and ``skills`` where ``has_skills``) built from a
+``FamilySpec`` and its config dataclass.
 """
 
 from __future__ import annotations

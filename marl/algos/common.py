@@ -1,10 +1,12 @@
-"""What every offline algorithm does with a batch: draw transitions, build token views, mask.
+"""What every offline algorithm shares: the acting contract, transitions, token views, masks.
 
-``transitions(batch, spec, steps_per_episode, generator)`` picks ``K`` transitions ``t`` of
-every episode (uniformly among its ``L - 1``; ``K = 0``: every real transition, and no padded
-step) and returns them with their successors ``t + 1`` as :class:`Transitions`.
-None of marl's networks is recurrent, so this is all any loss needs, and every network runs once
-over ``[episodes, steps, agents]``.
+``Algorithm`` is the contract every algorithm implements (``loss``, ``after_update``, ``act``)
+and the per-episode memory acting may need. ``transitions(batch, spec, steps_per_episode,
+generator)`` picks ``K`` transitions ``t`` of every episode (uniformly among its ``L - 1``;
+``K = 0``: every real transition, and no padded step) and returns them with their successors
+``t + 1`` as :class:`Transitions`. None of marl's networks is recurrent: what an agent remembers
+(its last action with ``agent_tokens``, its own tokens of the last ``history`` steps) is read
+from the data at once, so every network runs once over ``[episodes, steps, agents]``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.nets import EntityTransformer, FamilySpec, Tokens
+from marl.nets import EntityTransformer, FamilySpec, Tokens, with_agent_tokens
 
 
 @dataclass
@@ -31,6 +33,20 @@ class NetConfig:
     hidden: int = 128  # MLP heads (64 -> 128 -> out)
     steps_per_episode: int = 8  # transitions drawn per sampled episode; 0 = all
     recompute: bool = False  # activation checkpointing: less memory, ~1 more forward of compute
+    # what an agent remembers (the released HiSSD's inputs; marl's earlier setting: neither):
+    # its binary id and last action on its tokens (nets.tokens.with_agent_tokens), and its own
+    # tokens of the last `history` steps as extra tokens of the acting encoder (HiSSD: the
+    # planner; BC: its encoder), a window in place of the released code's recurrent token
+    agent_tokens: bool = False
+    history: int = 0
+
+    def obs_dims(self, spec: FamilySpec) -> tuple[int, ...]:
+        """Feature sizes of the observation token groups these settings give."""
+        return spec.agent_token_dims() if self.agent_tokens else spec.obs_dims
+
+    def past_dim(self, spec: FamilySpec) -> int:
+        """Feature size of a past own token: the own token and a one-hot of its age."""
+        return self.obs_dims(spec)[0] + self.history
 
     def transformer(self, groups: tuple[int, ...]) -> EntityTransformer:
         """An entity transformer of these sizes over token groups of feature sizes ``groups``."""
@@ -46,6 +62,72 @@ class ValueConfig(NetConfig):
     gamma: float = 0.99
     reward_scale: float = 0.1  # SMAC returns 0..20 -> 0..2
     target_update_interval: int = 50  # updates between hard target copies
+
+
+@dataclass
+class Memory:
+    """What acting agents remember within an episode (``agent_tokens``, ``history``)."""
+
+    last_actions: torch.Tensor | None = None  # [..., A] ids or [..., A, n] commands
+    past_own: torch.Tensor | None = None  # [..., A, h, F] own tokens of past steps, newest first
+    past_valid: torch.Tensor | None = None  # [..., A, h] bool
+
+
+class Algorithm(nn.Module):
+    """The contract of an offline algorithm (one file each in ``marl.algos``):
+
+    * ``__init__(spec, cfg)``, ``loss(batches, generator) -> (loss, stats)`` and
+      ``after_update(update)`` (target networks);
+    * ``act(view, avail, memory=None) -> actions``: greedy decentralised actions of every
+      agent; an episode's loop calls ``memory = remember(memory, view, actions)`` after each
+      step, starting from ``None`` (it stays ``None`` when nothing is remembered);
+    * ``has_skills``: whether ``skills(view, memory=None)`` exists (``marl visualize``).
+    """
+
+    name = ""
+    has_skills = False
+
+    def observe(self, view, memory: Memory | None = None) -> tuple[Tokens, Tokens | None]:
+        """The observation tokens of ``view`` and the history group (``None`` without
+        ``history``), from what ``memory`` holds (nothing at an episode's first step)."""
+        spec, cfg = self.spec, self.cfg
+        obs = spec.obs_tokens(view)
+        memory = memory or Memory()
+        if cfg.agent_tokens:
+            last = memory.last_actions
+            if last is None:
+                last = (torch.full(obs.masks[0].shape[:-1], -1, device=obs.masks[0].device)
+                        if spec.discrete else torch.zeros(view.action_mask.shape,
+                                                          device=view.action_mask.device))
+            obs = with_agent_tokens(spec, obs, view, last)
+        if not cfg.history:
+            return obs, None
+        if memory.past_own is None:
+            own = obs.groups[0][..., 0, :]
+            return obs, past_tokens(
+                own.new_zeros(*own.shape[:-1], cfg.history, own.shape[-1]),
+                torch.zeros(*own.shape[:-1], cfg.history, dtype=torch.bool, device=own.device))
+        return obs, past_tokens(memory.past_own, memory.past_valid)
+
+    def remember(self, memory: Memory | None, view, actions: torch.Tensor) -> Memory | None:
+        """``memory`` after the agents took ``actions`` in ``view``."""
+        cfg = self.cfg
+        if not (cfg.agent_tokens or cfg.history):
+            return None
+        memory = memory or Memory()
+        past_own = past_valid = None
+        if cfg.history:
+            own = self.observe(view, memory)[0].groups[0][..., 0, :]
+            if memory.past_own is None:
+                past_own = own.new_zeros(*own.shape[:-1], cfg.history, own.shape[-1])
+                past_valid = torch.zeros(past_own.shape[:-1], dtype=torch.bool,
+                                         device=own.device)
+            else:
+                past_own, past_valid = memory.past_own, memory.past_valid
+            past_own = torch.cat([own[..., None, :], past_own[..., :-1, :]], dim=-2)
+            past_valid = torch.cat([torch.ones_like(past_valid[..., :1]),
+                                    past_valid[..., :-1]], dim=-1)
+        return Memory(actions, past_own, past_valid)
 
 
 def make_targets(module: nn.Module, names: tuple[str, ...]) -> nn.ModuleDict:
@@ -102,6 +184,7 @@ class Transitions:
     acting: torch.Tensor  # [B, K, A] bool: agents with a choice (alive)
     task_id: torch.Tensor  # [B]
     episode: torch.Tensor  # [B] row of the batch's episode each transition row comes from
+    past: Tokens | None = None  # history: own tokens of t-1..t-h, one group [B, K, A, h, F]
 
     @property
     def n_steps(self) -> torch.Tensor:
@@ -127,14 +210,34 @@ def returns_to_go(reward: torch.Tensor, mask: torch.Tensor, gamma: float) -> tor
     return (reward * mask) @ table.T
 
 
+def last_actions(actions: torch.Tensor, t: torch.Tensor, rows: torch.Tensor,
+                 discrete: bool) -> torch.Tensor:
+    """The actions of steps ``t - 1`` ``[R, K, A(, n)]``; where ``t = 0`` there is none: -1
+    (discrete) or zeros (continuous), which the agent tokens turn into zero features."""
+    prev = take_steps(actions, (t - 1).clamp(min=0), rows)
+    first = (t < 1)[..., None]
+    if discrete:
+        return prev.masked_fill(first, -1)
+    return prev * ~first[..., None]
+
+
+def past_tokens(own: torch.Tensor, valid: torch.Tensor) -> Tokens:
+    """The history group: own tokens ``[..., h, F]`` of the last ``h`` steps (newest first)
+    with a one-hot of their age appended, masked where the episode had not begun."""
+    h = own.shape[-2]
+    age = torch.eye(h, dtype=own.dtype, device=own.device).expand(*own.shape[:-1], h)
+    return Tokens([torch.cat([own, age], dim=-1)], [valid])
+
+
 def transitions(batch, spec: FamilySpec, steps_per_episode: int,
-                generator: torch.Generator | None = None, gamma: float | None = None
-                ) -> Transitions:
+                generator: torch.Generator | None = None, gamma: float | None = None,
+                cfg: NetConfig | None = None) -> Transitions:
     """``steps_per_episode`` K > 0: K transitions drawn uniformly from each episode's
     ``L - 1``, shape ``[B, K, ...]``. K = 0: every real transition of the batch and nothing
     else (padded steps are never computed), shape ``[N, 1, ...]`` for N transitions. With
     ``gamma``, each transition also carries its discounted return-to-go (the data are whole
-    episodes, so it is the Monte-Carlo return of the behaviour policy)."""
+    episodes, so it is the Monte-Carlo return of the behaviour policy). ``cfg``'s
+    ``agent_tokens`` and ``history`` add what the agents remember, read from the episode."""
     device = batch.reward.device
     if steps_per_episode:
         rows = torch.arange(batch.batch_size, device=device)
@@ -154,12 +257,33 @@ def transitions(batch, spec: FamilySpec, steps_per_episode: int,
         avail = take_steps(batch.avail_actions, t, rows)
         avail_next = take_steps(batch.avail_actions, t_next, rows)
         acting = agents & avail[..., 1:].any(-1)  # a dead agent has only no-op
+    obs, obs_next = spec.obs_tokens(view), spec.obs_tokens(view_next)
+    actions = take_steps(batch.actions, t, rows)
+    agent_tokens, history = (cfg.agent_tokens, cfg.history) if cfg is not None else (False, 0)
+    if agent_tokens:
+        obs = with_agent_tokens(spec, obs, view,
+                                last_actions(batch.actions, t, rows, spec.discrete))
+        obs_next = with_agent_tokens(spec, obs_next, view_next, actions)
+    past = None
+    if history:
+        own = []
+        for back in range(1, history + 1):  # a few steps, each batched over everything
+            t_back = (t - back).clamp(min=0)
+            view_back = _take(batch.obs, t_back, rows)
+            tokens = spec.obs_tokens(view_back)
+            if agent_tokens:
+                tokens = with_agent_tokens(spec, tokens, view_back, last_actions(
+                    batch.actions, t_back, rows, spec.discrete))
+            own.append(tokens.groups[0][..., 0, :])
+        began = t[..., None] - torch.arange(1, history + 1, device=device) >= 0  # [R, K, h]
+        began = began[..., None, :].expand(*agents.shape, history)
+        # before the episode began there is nothing: zeros, as when acting (and masked)
+        past = past_tokens(torch.stack(own, dim=-2) * began[..., None], began)
     return Transitions(
-        view=view, view_next=view_next,
-        obs=spec.obs_tokens(view), obs_next=spec.obs_tokens(view_next),
+        view=view, view_next=view_next, obs=obs, obs_next=obs_next, past=past,
         state=spec.state_tokens(_take(batch.state, t, rows), view),
         state_next=spec.state_tokens(_take(batch.state, t_next, rows), view_next),
-        actions=take_steps(batch.actions, t, rows), avail=avail, avail_next=avail_next,
+        actions=actions, avail=avail, avail_next=avail_next,
         reward=take_steps(batch.reward, t, rows),
         terminated=take_steps(batch.terminated, t, rows),
         returns=(None if gamma is None

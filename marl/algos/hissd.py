@@ -49,8 +49,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import (ValueConfig, action_nll, changed_actions, copy_targets, greedy,
-                               make_targets, soft_update_targets, transitions)
+from marl.algos.common import (Algorithm, Memory, ValueConfig, action_nll, changed_actions,
+                               copy_targets, greedy, make_targets, soft_update_targets,
+                               transitions)
 from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer, mlp
 
 
@@ -88,7 +89,7 @@ EARLIER = {"task_skill_norm": False, "contrast_input": "encoding", "value_target
            "mixer_mean": False, "target_tau": 0.0, "forward_model": "state"}
 
 
-class HiSSD(nn.Module):
+class HiSSD(Algorithm):
     name = "hissd"
     has_skills = True
 
@@ -96,9 +97,10 @@ class HiSSD(nn.Module):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         d, h, k = cfg.dim, cfg.hidden, cfg.skill_dim
-        obs_dims = spec.obs_dims
-        if cfg.common_skills:
-            self.planner = cfg.transformer(obs_dims)
+        obs_dims = cfg.obs_dims(spec)
+        if cfg.common_skills:  # with `history`, the past own tokens are one more group
+            self.planner = cfg.transformer(obs_dims + ((cfg.past_dim(spec),) if cfg.history
+                                                       else ()))
             self.common_head = mlp(d, h, k, nn.Tanh())
             a_dim, o_dim = spec.state_dims
             if cfg.forward_model == "team":
@@ -132,9 +134,15 @@ class HiSSD(nn.Module):
                 self.target = make_targets(self, ("value", "value_head", "mixer"))
 
     # ------------------------------------------------------------------ skills and actions
-    def common_skill_tokens(self, obs: Tokens) -> list[torch.Tensor]:
-        """Common skills: one token per observation token, per group ``[..., n_g, skill]``."""
-        return [self.common_head(x) for x in self.planner(obs.groups, obs.masks)]
+    def common_skill_tokens(self, obs: Tokens, past: Tokens | None = None
+                            ) -> list[torch.Tensor]:
+        """Common skills: one token per observation token, per group ``[..., n_g, skill]``;
+        with ``history`` the planner also reads the past own tokens ``past``."""
+        groups, masks = list(obs.groups), list(obs.masks)
+        if past is not None:
+            groups, masks = groups + past.groups, masks + past.masks
+        out = self.planner(groups, masks, outputs=tuple(range(len(obs.groups))))
+        return [self.common_head(x) for x in out]
 
     def task_encoding(self, obs: Tokens) -> torch.Tensor:
         """The task encoder's own-token output ``[..., dim]``."""
@@ -145,12 +153,12 @@ class HiSSD(nn.Module):
         return self.task_head(self.task_encoding(obs))
 
     def logits(self, obs: Tokens, view, common: list[torch.Tensor] | None = None,
-               z: torch.Tensor | None = None) -> torch.Tensor:
+               z: torch.Tensor | None = None, past: Tokens | None = None) -> torch.Tensor:
         """Action logits (discrete) or means (continuous) of every agent from its own tokens,
         its common skills and its task skill ``z`` (computed when not given)."""
         groups = list(obs.groups)
         if self.cfg.common_skills:
-            common = self.common_skill_tokens(obs) if common is None else common
+            common = self.common_skill_tokens(obs, past) if common is None else common
             groups = [torch.cat([x, c], dim=-1) for x, c in zip(groups, common)]
         own, ent = self.decoder.own_and_entities(groups, obs.masks, self.spec.entity_group)
         if self.cfg.task_skills:
@@ -161,20 +169,22 @@ class HiSSD(nn.Module):
         return self.action_head(own, ent, view)
 
     @torch.no_grad()
-    def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:
+    def act(self, view, avail: torch.Tensor | None, memory: Memory | None = None
+            ) -> torch.Tensor:
         """Greedy decentralised actions of every agent: argmax over available actions
         (discrete) or the Gaussian means (continuous)."""
-        return greedy(self.spec, self.logits(self.spec.obs_tokens(view), view), avail)
+        obs, past = self.observe(view, memory)
+        return greedy(self.spec, self.logits(obs, view, past=past), avail)
 
     @torch.no_grad()
-    def skills(self, view) -> dict[str, torch.Tensor]:
+    def skills(self, view, memory: Memory | None = None) -> dict[str, torch.Tensor]:
         """Each agent's common skill (its own token's) and task-specific skill ``z``; for
         continuous families also the common skill of every joint token (``joint_common``
         ``[..., J, k]``, with ``joint_mask``)."""
-        obs = self.spec.obs_tokens(view)
+        obs, past = self.observe(view, memory)
         out = {}
         if self.cfg.common_skills:
-            tokens = self.common_skill_tokens(obs)
+            tokens = self.common_skill_tokens(obs, past)
             out["common"] = tokens[0][..., 0, :]
             if not self.spec.discrete:
                 out["joint_common"] = tokens[self.spec.entity_group]
@@ -274,7 +284,8 @@ class HiSSD(nn.Module):
 
     def _sample(self, batch, generator):
         """The random draws of one batch: its transitions, then its contrastive pairs."""
-        tr = transitions(batch, self.spec, self.cfg.steps_per_episode, generator, self.cfg.gamma)
+        tr = transitions(batch, self.spec, self.cfg.steps_per_episode, generator, self.cfg.gamma,
+                         cfg=self.cfg)
         pairs = []
         if self.cfg.task_skills and self.cfg.contrastive:
             pairs = self._contrastive_pairs(tr.acting, tr.task_id, generator)
@@ -292,7 +303,7 @@ class HiSSD(nn.Module):
         terms: dict[str, torch.Tensor] = {}
 
         # -- skills
-        common = self.common_skill_tokens(obs) if cfg.common_skills else None
+        common = self.common_skill_tokens(obs, tr.past) if cfg.common_skills else None
         encoding = self.task_encoding(obs) if cfg.task_skills else None
         z = self.task_head(encoding) if cfg.task_skills else None
 
@@ -448,7 +459,7 @@ class HiSSD(nn.Module):
         ``[B, K]``; ``value`` (``V_tot``), ``advantage`` and ``weight`` ``[B, K]``."""
         cfg, spec, obs = self.cfg, self.spec, tr.obs
         out: dict[str, torch.Tensor] = {}
-        common = self.common_skill_tokens(obs) if cfg.common_skills else None
+        common = self.common_skill_tokens(obs, tr.past) if cfg.common_skills else None
         z = self.task_skill(obs) if cfg.task_skills else None
         actions = greedy(spec, self.logits(obs, tr.view, common, z), tr.avail)
         if z is not None:

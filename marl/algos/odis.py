@@ -23,11 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.algos.common import (ValueConfig, action_nll, changed_actions, copy_targets, greedy,
-                               make_targets, mean_terms, transitions)
+from marl.algos.common import (Algorithm, Memory, ValueConfig, action_nll, changed_actions,
+                               copy_targets, greedy, make_targets, mean_terms, transitions)
 from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer, mlp
 
 
@@ -40,7 +39,7 @@ class OdisConfig(ValueConfig):
     cql_coef: float = 5.0  # ODIS coef_conservative
 
 
-class ODIS(nn.Module):
+class ODIS(Algorithm):
     name = "odis"
     has_skills = True
 
@@ -50,9 +49,9 @@ class ODIS(nn.Module):
         d, k = cfg.dim, cfg.n_skills
         self.skill_encoder = cfg.transformer(spec.state_dims)
         self.skill_logits = mlp(d, cfg.hidden, k)
-        self.decoder = cfg.transformer(spec.obs_dims)
+        self.decoder = cfg.transformer(cfg.obs_dims(spec))
         self.action_head = ActionHead(spec, d + k, cfg.hidden)
-        self.q_encoder = cfg.transformer(spec.obs_dims)
+        self.q_encoder = cfg.transformer(cfg.obs_dims(spec))
         self.q_head = mlp(d, cfg.hidden, k)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
         self.target = make_targets(self, ("q_encoder", "q_head", "mixer"))
@@ -75,15 +74,16 @@ class ODIS(nn.Module):
         return self.skill_logits(self.skill_encoder(state.groups, state.masks, outputs=(0,))[0])
 
     @torch.no_grad()
-    def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:
-        obs = self.spec.obs_tokens(view)
+    def act(self, view, avail: torch.Tensor | None, memory: Memory | None = None
+            ) -> torch.Tensor:
+        obs = self.observe(view, memory)[0]
         z = F.one_hot(self.skill_q(obs).argmax(-1), self.cfg.n_skills).to(obs.groups[0].dtype)
         return greedy(self.spec, self.decode(obs, view, z), avail)
 
     @torch.no_grad()
-    def skills(self, view) -> dict[str, torch.Tensor]:
+    def skills(self, view, memory: Memory | None = None) -> dict[str, torch.Tensor]:
         """Each agent's chosen discrete skill (index) and its skill values."""
-        q = self.skill_q(self.spec.obs_tokens(view))
+        q = self.skill_q(self.observe(view, memory)[0])
         return {"skill": q.argmax(-1), "skill_values": q}
 
     # ------------------------------------------------------------------ losses
@@ -92,7 +92,7 @@ class ODIS(nn.Module):
         pretrain = int(self.updates_done) < cfg.pretrain_updates
         terms = []
         for batch in batches if isinstance(batches, (list, tuple)) else [batches]:
-            tr = transitions(batch, self.spec, cfg.steps_per_episode, generator)
+            tr = transitions(batch, self.spec, cfg.steps_per_episode, generator, cfg=cfg)
             terms.append(self._pretrain_terms(tr, generator) if pretrain
                          else self._policy_terms(tr))
         stats = mean_terms(terms)

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
-from marl.algos.common import (ValueConfig, copy_targets, greedy, make_targets, masked_logits,
-                               mean_terms, transitions)
+from marl.algos.common import (Algorithm, Memory, ValueConfig, copy_targets, greedy,
+                               make_targets, masked_logits, mean_terms, transitions)
 from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer
 
 
@@ -27,7 +26,7 @@ class UpdetConfig(ValueConfig):
     cql_coef: float = 5.0  # ODIS's coef_conservative
 
 
-class UPDeT(nn.Module):
+class UPDeT(Algorithm):
     name = "updet"
     has_skills = False
 
@@ -36,7 +35,7 @@ class UPDeT(nn.Module):
         if not spec.discrete:
             raise ValueError(f"UPDeT-m needs discrete actions; {spec.name} tasks are continuous")
         self.spec, self.cfg = spec, cfg
-        self.encoder = cfg.transformer(spec.obs_dims)
+        self.encoder = cfg.transformer(cfg.obs_dims(spec))
         self.q_head = ActionHead(spec, cfg.dim, cfg.hidden)
         self.mixer = TransformerMixer(spec.state_dims, cfg.mixer_dim, cfg.mixer_dim)
         self.target = make_targets(self, ("encoder", "q_head", "mixer"))
@@ -48,13 +47,14 @@ class UPDeT(nn.Module):
         return head(own, entities)
 
     @torch.no_grad()
-    def act(self, view, avail: torch.Tensor | None) -> torch.Tensor:
-        return greedy(self.spec, self.q_values(self.spec.obs_tokens(view)), avail)
+    def act(self, view, avail: torch.Tensor | None, memory: Memory | None = None
+            ) -> torch.Tensor:
+        return greedy(self.spec, self.q_values(self.observe(view, memory)[0]), avail)
 
     def loss(self, batches, generator: torch.Generator | None = None):
         cfg, terms = self.cfg, []
         for batch in batches if isinstance(batches, (list, tuple)) else [batches]:
-            tr = transitions(batch, self.spec, cfg.steps_per_episode, generator)
+            tr = transitions(batch, self.spec, cfg.steps_per_episode, generator, cfg=cfg)
             agents = tr.agents.to(torch.float32)
             q = self.q_values(tr.obs)
             q_taken = q.gather(-1, tr.actions[..., None])[..., 0] * agents
