@@ -214,7 +214,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     report = diagnose_run(args.run, args.checkpoint, episodes=args.episodes, seed=args.seed,
-                          out=args.out)
+                          out=args.out, data=args.data)
     print(summary(report))
     print(f"wrote {report['path']} ({time.perf_counter() - start:.0f} s)")
     return 0
@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--episodes", type=_positive_int, default=64, help="episodes per training task (64)")
     diag.add_argument("--seed", type=int, default=0)
     diag.add_argument("--out", default=None, help="JSON file (default RUN/eval/health.json)")
+    diag.add_argument("--data", default=None,
+                      help="another dataset root with the run's task set and quality, e.g. "
+                           "held-out episodes (`marl datasets build ... --seed 1 --out ROOT`)")
     diag.set_defaults(func=_diagnose)
 
     cmp_ = groups.add_parser("compare", help="algorithms x tasks table over seeds")

@@ -226,8 +226,11 @@ def summary(report: dict) -> str:
 
 
 def diagnose_run(run_dir: str | Path, checkpoint: str = "last", episodes: int = 64,
-                 seed: int = 0, out: str | Path | None = None) -> dict:
-    """Load a run and its data, measure, write ``RUN/eval/health.json`` (or ``out``)."""
+                 seed: int = 0, out: str | Path | None = None, data: str | Path | None = None
+                 ) -> dict:
+    """Load a run and its data, measure, write ``RUN/eval/health.json`` (or ``out``).
+    ``data``: another dataset root holding the run's task set and quality (e.g. episodes
+    collected with another seed), so the figures describe episodes the run never trained on."""
     from envs.core import EnvError
     from marl.checkpoint import atomic_write_text
     from marl.data.format import DatasetError
@@ -242,6 +245,8 @@ def diagnose_run(run_dir: str | Path, checkpoint: str = "last", episodes: int = 
     except EvalError as exc:
         raise DiagnoseError(str(exc)) from None
     cfg.data.episodes = max(episodes, 1) if cfg.data.episodes is None else cfg.data.episodes
+    if data is not None:
+        cfg.data.root = str(data)
     try:
         _, data = load_dataset(cfg)
     except (EnvError, DatasetError) as exc:
@@ -249,7 +254,8 @@ def diagnose_run(run_dir: str | Path, checkpoint: str = "last", episodes: int = 
                             f"{cfg.data.quality!r}, root {cfg.data.root!r}): {exc}") from None
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     report = skill_health(model, data, episodes, seed)
-    report.update(run=str(run_dir), checkpoint=str(path), update=int(ckpt.get("update", 0)))
+    report.update(run=str(run_dir), checkpoint=str(path), update=int(ckpt.get("update", 0)),
+                  data_root=str(cfg.data.root))
     target = Path(out) if out else run_dir / "eval" / "health.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, json.dumps(report, indent=2))

@@ -203,6 +203,22 @@ def test_missing_run_or_data_is_one_clear_error(tiny_run, tmp_path, capsys):
         diagnose_run(run, episodes=2)
 
 
+def test_diagnose_reads_another_data_root(tiny_run, tiny_data, tmp_path):
+    """``--data``: the same task set and quality from another root (held-out episodes)."""
+    import shutil
+
+    copy = tmp_path / "held-out"
+    shutil.copytree(tiny_data[1], copy)
+    main(["diagnose", str(tiny_run), "--episodes", "4", "--data", str(copy),
+          "--out", str(tmp_path / "copy.json")])
+    there = json.loads((tmp_path / "copy.json").read_text())
+    here = diagnose_run(tiny_run, episodes=4, out=tmp_path / "here.json")
+    assert there["data_root"] == str(copy) and here["data_root"] != str(copy)
+    assert there["tasks"]["smac:3m"]["value"] == here["tasks"]["smac:3m"]["value"]
+    with pytest.raises(DiagnoseError, match=f"root '{tmp_path / 'empty'}'"):
+        diagnose_run(tiny_run, episodes=4, data=tmp_path / "empty")
+
+
 def test_training_logs_health_scalars(tiny_data, tmp_path):
     from marl.config import load_config
     from marl.train import train
