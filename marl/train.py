@@ -202,11 +202,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     while update < cfg.updates:
         batches = [data.sample(cfg.batch_size, task=t, generator=gen) for t in data.tasks]
         optim.zero_grad(set_to_none=True)
-        if hasattr(model, "backward"):  # HiSSD: may back-propagate one task at a time
-            stats = model.backward(batches, gen)
-        else:
-            loss, stats = model.loss(batches, gen)
-            loss.backward()
+        stats = model.backward(batches, gen)
         if world > 1:
             _average_gradients(params, world)
         if cfg.grad_clip:

@@ -420,7 +420,7 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
         check_task_family(task, ckpt, path)
     except EvalError as exc:
         raise VizError(str(exc)) from None
-    if not getattr(model, "has_skills", False):
+    if not model.has_skills:
         raise VizError(f"{run_dir} is a {cfg.algo} run: it has no skills to visualise "
                        "(HiSSD and ODIS runs have)")
     options = dict(load_taskset(cfg.data.taskset).env_options)

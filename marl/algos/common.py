@@ -76,8 +76,8 @@ class Memory:
 class Algorithm(nn.Module):
     """The contract of an offline algorithm (one file each in ``marl.algos``):
 
-    * ``__init__(spec, cfg)``, ``loss(batches, generator) -> (loss, stats)`` and
-      ``after_update(update)`` (target networks);
+    * ``__init__(spec, cfg)``, ``loss(batches, generator) -> (loss, stats)``, ``backward``
+      (the loss's gradients, what training calls) and ``after_update(update)`` (targets);
     * ``act(view, avail, memory=None) -> actions``: greedy decentralised actions of every
       agent; an episode's loop calls ``memory = remember(memory, view, actions)`` after each
       step, starting from ``None`` (it stays ``None`` when nothing is remembered);
@@ -86,6 +86,13 @@ class Algorithm(nn.Module):
 
     name = ""
     has_skills = False
+
+    def backward(self, batches, generator: torch.Generator | None = None) -> dict[str, float]:
+        """``loss(batches)`` and its gradients, accumulated into ``.grad``; an algorithm may do
+        it in parts (HiSSD's ``per_task_backward``)."""
+        loss, stats = self.loss(batches, generator)
+        loss.backward()
+        return stats
 
     def observe(self, view, memory: Memory | None = None) -> tuple[Tokens, Tokens | None]:
         """The observation tokens of ``view`` and the history group (``None`` without
