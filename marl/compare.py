@@ -13,7 +13,8 @@ grouped by algorithm (or by ``labels``); a run is one training seed. Statistics 
   unseen mean, run by run, pairing runs of the same training seed (``experiments/compare.py``
   evaluates both on that seed's battles), with a bootstrap interval over the pairs, and the
   probability of improvement P(row > baseline) over runs and unseen tasks with its interval.
-  A difference whose interval contains 0 is reported as not resolved by the protocol.
+  A difference whose interval contains 0, or measured on fewer than 3 pairs, is reported as
+  not resolved by the protocol.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from marl.evaluate import EvalError
 
 REPS = 2000  # bootstrap replications (rliable's default is 50000; the intervals settle by 2000)
+MIN_PAIRS = 3  # paired differences over fewer training seeds are never called resolved
 
 
 def _rliable():
@@ -127,9 +129,14 @@ def compare(reports: Sequence[dict], labels: Sequence[str] | None = None,
             m, lo, hi = mean_ci(diff)
             x = np.stack([by_seed[s] for s in sorted(by_seed)])
             y = np.stack([base[s] for s in sorted(base)])
+            # a bootstrap over one or two pairs has a degenerate interval: it resolves nothing
+            enough = len(seeds) >= MIN_PAIRS
             paired[label] = {"difference": [m, lo, hi], "pairs": len(seeds), "seeds": seeds,
                              "probability_of_improvement": list(improvement_ci(x, y)),
-                             "resolved": bool(lo > 0 or hi < 0)}
+                             "resolved": bool(enough and (lo > 0 or hi < 0)),
+                             "why_not": (None if enough and (lo > 0 or hi < 0) else
+                                         "the interval contains 0" if enough else
+                                         f"{len(seeds)} pair(s), fewer than {MIN_PAIRS}")}
     return {"metric": metric, "tasks": tasks, "table": table, "baseline": baseline,
             "paired": paired,
             "runs": {label: [rep["run"] for rep in reps] for label, reps in groups.items()}}
@@ -170,7 +177,7 @@ def markdown(result: dict) -> str:
             pm, plo, phi = p["probability_of_improvement"]
             lines.append(f"| {label} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {p['pairs']} | "
                          f"{pm:.2f} [{plo:.2f}, {phi:.2f}] | "
-                         f"{'yes' if p['resolved'] else 'no: the interval contains 0'} |")
+                         f"{'yes' if p['resolved'] else 'no: ' + p['why_not']} |")
     if notes:
         lines += [""] + notes
     return "\n".join(lines)

@@ -187,6 +187,11 @@ def test_compare_pairs_runs_by_training_seed():
     assert "no: the interval contains 0" in table
     iqm = result["table"]["bc"]["unseen IQM"][0]
     assert iqm == pytest.approx(0.5)  # IQM of 0.2 .. 0.8 drops the quartiles at both ends
+    # the same exact +0.1 on two seeds only: a degenerate bootstrap, never called resolved
+    two = compare([r for r in reports if r["train_seed"] in (0, 1) and r["algo"] != "odis"])
+    assert two["paired"]["hissd"]["difference"] == pytest.approx([0.1, 0.1, 0.1])
+    assert not two["paired"]["hissd"]["resolved"]
+    assert "no: 2 pair(s), fewer than 3" in markdown(two)
     # a run missing an unseen task is left out of the unseen columns and the row says so
     reports.append(_report("bc", "b9", {"smac:12m": 0.1}, ["smac:12m"], 9))
     assert "partial" in compare(reports)["table"]["bc"]
