@@ -67,6 +67,10 @@ class BehaviorConfig:
     seed: int = 0
     threads: int = 1
     env_options: dict | None = None
+    # "jax": SMAC maps on SMAX with rollout and update compiled together (marl.behavior_jax);
+    # "auto": jax for SMAC on SMAX, torch otherwise (and a resumed run keeps its engine)
+    engine: str = "auto"
+    algo: str = "mappo"  # "ippo": per-agent values V(o_i) (jax engine only)
 
 
 # ---------------------------------------------------------------------------- entity networks
@@ -269,10 +273,19 @@ def policy(actor: nn.Module, fam, obs: torch.Tensor, avail: torch.Tensor | None)
 
 @torch.no_grad()
 def act(actor: nn.Module, fam, obs: np.ndarray, avail: np.ndarray | None, greedy: bool,
-        generator: torch.Generator | None = None):
-    """Actions (numpy, what ``env.step`` takes) and their log-probabilities per agent."""
+        generator: torch.Generator | None = None, epsilon: float = 0.0):
+    """Actions (numpy, what ``env.step`` takes) and their log-probabilities per agent.
+    ``epsilon`` > 0 (with ``greedy``): each agent takes a uniformly random available action
+    (continuous: uniform in [-1, 1]) with that probability."""
     dist = policy(actor, fam, torch.from_numpy(obs), None if avail is None else torch.from_numpy(avail))
     actions = dist.mode() if greedy else dist.sample(generator)
+    if epsilon > 0:
+        coin = torch.rand(actions.shape[:2], generator=generator) < epsilon
+        if isinstance(dist, Categorical):
+            uniform = Categorical(torch.zeros(dist.logp.shape), torch.from_numpy(avail)).sample(generator)
+        else:
+            uniform = (torch.rand(actions.shape, generator=generator) * 2 - 1) * dist.mask
+        actions = torch.where(coin.reshape(coin.shape + (1,) * (actions.dim() - 2)), uniform, actions)
     return actions.numpy(), dist.log_prob(actions)
 
 
@@ -307,12 +320,13 @@ def learning_rate(cfg: BehaviorConfig, env_steps: int) -> float:
     return cfg.lr * max(0.0, 1.0 - env_steps / cfg.total_env_steps)
 
 
-def save_snapshot(actor: nn.Module, path: Path, metadata: dict) -> None:
-    """Actor weights as safetensors (no pickle) plus a JSON provenance record, both atomic."""
+def save_snapshot(weights: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
+    """Actor weights (a state_dict) as safetensors (no pickle) plus a JSON provenance record,
+    both atomic."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in actor.state_dict().items()}, str(tmp),
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp),
               metadata={"marl": json.dumps(metadata)})
     os.replace(tmp, path)
     meta = path.with_suffix(".json")
@@ -323,19 +337,62 @@ def save_snapshot(actor: nn.Module, path: Path, metadata: dict) -> None:
 
 def load_policy(path: str | Path, info) -> nn.Module:
     """A snapshot as an actor for ``info``'s task (any task of the family it was trained on)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["marl"])
-    actor = make_actor(info, meta["config"]["hidden"])
-    actor.load_state_dict(load_file(str(path)))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["marl"])
+        weights = load_file(str(path))
+        trained_on = meta["config"]["task"]
+        hidden = meta["config"]["hidden"]
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise EnvError(f"{path} is not a marl behaviour policy (a safetensors file with its "
+                       f"'marl' metadata): {exc}") from None
+    family = trained_on.split(":")[0]
+    if family != info.family:
+        raise EnvError(f"{path} is a policy for {trained_on} (family {family}); it cannot act on "
+                       f"{info.task} (family {info.family})")
+    actor = make_actor(info, hidden)
+    try:
+        actor.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise EnvError(f"{path}: its weights do not fit the {info.family} actor of width "
+                       f"{hidden}: {str(exc).splitlines()[0]}") from None
     return actor.eval()
+
+
+ENGINES = ("auto", "torch", "jax")
+
+
+def resolve_engine(cfg: BehaviorConfig, out: Path) -> BehaviorConfig:
+    """``cfg`` with ``engine`` decided: a resumed run keeps the engine it was started with."""
+    from dataclasses import replace
+
+    if cfg.engine not in ENGINES:
+        raise EnvError(f"behavior: engine={cfg.engine!r}; accepted: {ENGINES}")
+    engine = cfg.engine
+    if engine == "auto":
+        saved = out / "config.json"
+        if (out / "checkpoint.pt").exists() and saved.exists():
+            engine = json.loads(saved.read_text()).get("engine", "torch")
+        else:
+            family, _ = envs.split_task(cfg.task)
+            engine = "jax" if family.name == "smac" else "torch"  # behaviour runs use SMAX
+    if engine == "torch" and cfg.algo != "mappo":
+        raise EnvError(f"behavior: algo={cfg.algo!r} needs --engine jax (SMAC on SMAX); "
+                       "the torch trainer has mappo only")
+    return replace(cfg, engine=engine)
 
 
 def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     """Train (or resume) a behaviour policy; returns the last snapshot's metadata."""
     out = Path(out)
+    cfg = resolve_engine(cfg, out)
+    if cfg.engine == "jax":
+        from marl import behavior_jax
+
+        return behavior_jax.train(cfg, out, log)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # tiny early gradients otherwise double the update time
@@ -451,7 +508,7 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
             snapshot_meta = {"task": cfg.task, "update": update, "env_steps": env_steps,
                              "greedy": greedy, "sampled": sampled, "config": asdict(cfg),
                              "env_options": info.options}
-            save_snapshot(actor, out / "snapshots" / f"{update:06d}.safetensors", snapshot_meta)
+            save_snapshot(actor.state_dict(), out / "snapshots" / f"{update:06d}.safetensors", snapshot_meta)
             for kind, result in (("greedy", greedy), ("sampled", sampled)):
                 for key, value in result.items():
                     writer.add_scalar(f"eval_{kind}/{key}", value, env_steps)

@@ -137,7 +137,8 @@ def _behavior_train(args: argparse.Namespace) -> None:
                          num_envs=args.num_envs, snapshot_every=args.snapshot_every,
                          eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
                          entropy_coef=args.entropy_coef, gamma=args.gamma, lr=args.lr,
-                         anneal_lr=args.anneal_lr, hidden=args.hidden)
+                         anneal_lr=args.anneal_lr, hidden=args.hidden, engine=args.engine,
+                         algo=args.algo)
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
 
@@ -167,7 +168,7 @@ def _collect(args: argparse.Namespace) -> None:
                 raise EnvError(f"--env-option {item!r}: expected KEY=VALUE, e.g. enemy_reaction=0.8")
             options[key] = yaml.safe_load(value)
     out = collect(args.task, args.policy, args.quality, args.episodes, args.out, seed=args.seed,
-                  num_envs=args.num_envs, env_options=options)
+                  num_envs=args.num_envs, env_options=options, sampling=args.sampling)
     print(f"wrote {out}")
 
 
@@ -175,7 +176,7 @@ def _datasets_build(args: argparse.Namespace) -> None:
     from marl.collect import build_taskset
 
     build_taskset(args.taskset, args.quality, args.episodes, args.policies, args.out,
-                  seed=args.seed, num_envs=args.num_envs,
+                  seed=args.seed, num_envs=args.num_envs, sampling=args.sampling,
                   log=lambda line: print(line, flush=True))
 
 
@@ -304,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--enemy-reaction", type=float, default=None,
                         help="SMAC on SMAX: probability that an enemy unit re-decides on a step "
                              "(default 1; marine-hard uses 0.8)")
+    btrain.add_argument("--engine", choices=("auto", "torch", "jax"), default="auto",
+                        help="auto (default): jax for SMAC (rollout and PPO compiled with SMAX), "
+                             "torch for MPE and MuJoCo; a resumed run keeps its engine")
+    btrain.add_argument("--algo", choices=("mappo", "ippo"), default="mappo",
+                        help="mappo: one centralised value V(s); ippo: per-agent V(o_i) (jax engine)")
     btrain.set_defaults(func=_behavior_train)
     export = behavior_cmds.add_parser("export", help="keep the snapshots data qualities need")
     export.add_argument("run", help="a `marl behavior train` folder")
@@ -323,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--out", required=True, help="HDF5 file to write (re-running resumes)")
     col.add_argument("--seed", type=int, default=0)
     col.add_argument("--num-envs", type=_positive_int, default=64)
+    col.add_argument("--sampling", default=None,
+                     help="how the policy acts: greedy, sampled or epsilon:E (default: the "
+                          "quality's own: greedy, medium-replay sampled); recorded in the file")
     col.add_argument("--env-option", action="append", metavar="KEY=VALUE",
                      help="simulator option, repeatable (e.g. enemy_reaction=0.8); default: the "
                           "options the policy was trained with")
@@ -338,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default="datasets/data", help="dataset root (git-ignored)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--num-envs", type=_positive_int, default=64)
+    build.add_argument("--sampling", default=None,
+                     help="how the policy acts: greedy, sampled or epsilon:E (default: the "
+                          "quality's own: greedy, medium-replay sampled); recorded in the file")
     build.set_defaults(func=_datasets_build)
     inspect = data_cmds.add_parser("inspect", help="print a dataset card and verify the checksum")
     inspect.add_argument("path")

@@ -252,11 +252,19 @@ def record_episodes(env, choose_actions, episodes: int, seed: int | None = None)
     return arrays, (np.array(wins) if wins else None)
 
 
-def run_episodes(task: str, snapshots: list[Snapshot], greedy: bool, episodes: int, seed: int,
+def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: int, seed: int,
                  num_envs: int = 64, env_options: dict | None = None, progress=None):
-    """``episodes`` finished episodes from the snapshots in equal shares: ODIS-layout arrays
-    [episodes, T+1, ...], per-episode battle_won (None outside SMAC), and the task's EnvInfo."""
+    """``episodes`` finished episodes from the snapshots in equal shares, acting by ``sampling``
+    (``marl.behavior_jax.parse_sampling``): ODIS-layout arrays [episodes, T+1, ...],
+    per-episode battle_won (None outside SMAC), and the task's EnvInfo. SMAC on SMAX plays
+    inside one compiled program (``marl.behavior_jax.Recorder``); other families step on the
+    host with the torch actor."""
+    from marl.behavior_jax import Recorder, parse_sampling
+
+    mode, epsilon = parse_sampling(sampling)
     env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
+    compiled = env.info.family == "smac" and env.info.backend == "smax"
+    recorder = Recorder(env, env.num_envs, mode) if compiled else None
     fam = family_adapter(env.info)
     gen = torch.Generator().manual_seed(seed)
     shares = np.diff(np.linspace(0, episodes, len(snapshots) + 1).round().astype(int))
@@ -264,12 +272,16 @@ def run_episodes(task: str, snapshots: list[Snapshot], greedy: bool, episodes: i
     for i, (snap, share) in enumerate(zip(snapshots, shares)):
         if share == 0:  # more snapshots than episodes
             continue
-        actor = load_policy(snap.path, env.info)
+        actor = load_policy(snap.path, env.info)  # checks that it is a policy of this family
+        if compiled:
+            weights = {k: v.numpy() for k, v in actor.state_dict().items()}
+            arrays, won = recorder.record(weights, share, seed + i, seed + 1000 + i, epsilon)
+        else:
+            def choose(ts):
+                return act(actor, fam, ts.obs, ts.avail_actions, mode == "greedy", gen,
+                           epsilon=epsilon if mode == "epsilon" else 0.0)[0]
 
-        def choose(ts):
-            return act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)[0]
-
-        arrays, won = record_episodes(env, choose, share, seed=seed + i)
+            arrays, won = record_episodes(env, choose, share, seed=seed + i)
         parts.append(arrays)
         wins.append(won)
         done += share
@@ -292,24 +304,35 @@ def _progress(label: str, total: int):
 
 def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str | Path,
             seed: int = 0, num_envs: int = 64, shard_episodes: int = 250,
-            env_options: dict | None = None, show_progress: bool = True) -> Path:
+            env_options: dict | None = None, show_progress: bool = True,
+            sampling: str | None = None) -> Path:
     """Collect ``episodes`` episodes of ``quality`` into the HDF5 file ``out`` (resumable).
-    ``env_options`` None: those of the opponent the policy was trained against."""
+    ``env_options`` None: those of the opponent the policy was trained against. ``sampling``
+    None: the quality's own (``choose_snapshots``); else greedy, sampled or epsilon:E,
+    recorded in the file's ``behavior_policy`` attribute and its card."""
+    from marl.behavior_jax import parse_sampling
+
     from marl.data.format import read_dataset, write_dataset
     from marl.data.loader import check_env_options
 
     if episodes < 1:
         raise EnvError(f"collect {task} {quality}: episodes must be at least 1, got {episodes}")
+    if sampling is not None:
+        parse_sampling(sampling)
     out = Path(out)
     if out.exists():  # finished before; kept only if collected under the options asked for now
         if env_options is not None:
             check_env_options(out, task, env_options)
+        recorded = read_dataset(out, task, verify=False).attrs.get("behavior_policy", {}).get("sampling")
+        if sampling is not None and recorded is not None and recorded != sampling:
+            raise EnvError(f"{out} holds actions chosen by sampling={recorded!r}, not {sampling!r}: "
+                           "write to another --out (or delete the file)")
         return out
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     if quality == "medium-expert":  # ODIS: medium and expert episodes, half and half
         halves = [collect(task, policy, q, n, parts / f"{q}.h5", seed + i, num_envs, shard_episodes,
-                          env_options, show_progress)
+                          env_options, show_progress, sampling)
                   for i, (q, n) in enumerate((("medium", episodes // 2), ("expert", episodes - episodes // 2)))]
         datas = [read_dataset(h) for h in halves]
         arrays = {key: np.concatenate([d.arrays[key] for d in datas]) for key in datas[0].arrays}
@@ -322,9 +345,10 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
         return out
     snaps = list_snapshots(policy)
     chosen, greedy = choose_snapshots(snaps, quality)
+    sampling = sampling or ("greedy" if greedy else "sampled")
     n_shards = -(-episodes // shard_episodes)
     provenance = {"id": f"mappo:{Path(policy).name}/" + "+".join(s.path.stem for s in chosen),
-                  "policy_folder": str(policy), "greedy": greedy,
+                  "policy_folder": str(policy), "sampling": sampling,
                   "snapshots": [{"file": s.path.name, "env_steps": s.metadata["env_steps"],
                                  "greedy": s.metadata["greedy"], "sampled": s.metadata["sampled"]}
                                 for s in chosen]}
@@ -342,7 +366,7 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
             check_env_options(shard, task, options)
             continue
         done_before = k * shard_episodes
-        arrays, wins, info = run_episodes(task, chosen, greedy, size, seed + k, num_envs, options,
+        arrays, wins, info = run_episodes(task, chosen, sampling, size, seed + k, num_envs, options,
                                           (lambda n: show(done_before + n)) if show else None)
         write_dataset(shard, arrays, task=task, backend=info.backend, quality=quality,
                       behavior_policy=provenance, seed=seed + k, env_info=info,
@@ -359,7 +383,7 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
 
 def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Path = SHIPPED_POLICIES,
                   out: str | Path = "datasets/data", seed: int = 0, num_envs: int = 64,
-                  log=print) -> list[Path]:
+                  log=print, sampling: str | None = None) -> list[Path]:
     """Datasets of every training task of a task set from the behaviour policies in
     ``policies/<task>/`` (``dataset_path(out, task, quality)``), with the task set's env
     options. Every policy folder is checked before the first collection starts."""
@@ -378,7 +402,7 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
     for task, folder in folders.items():
         path = collect(task, folder, quality, episodes,
                        dataset_path(out, task, quality, ts.env_options),
-                       seed=seed, num_envs=num_envs, env_options=ts.env_options)
+                       seed=seed, num_envs=num_envs, env_options=ts.env_options, sampling=sampling)
         log(f"wrote {path}")
         written.append(path)
     return written

@@ -117,3 +117,19 @@ def test_counts_and_step_sizes_must_be_positive(tmp_path, capsys, argv, option, 
     err = capsys.readouterr().err
     assert f"argument {option}: {value}: expected a" in err, err
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_collect_sampling_is_recorded_and_a_bad_one_is_one_error_line(tmp_path, capsys):
+    out = tmp_path / "3m.h5"
+    assert main(["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+                 "--quality", "expert", "--episodes", "4", "--num-envs", "4", "--out", str(out),
+                 "--sampling", "epsilon:0.2"]) == 0
+    capsys.readouterr()
+    assert main(["datasets", "inspect", str(out)]) == 0
+    assert "actions:         epsilon:0.2" in capsys.readouterr().out
+    result = run("collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+                 "--quality", "expert", "--out", str(tmp_path / "x.h5"), "--sampling", "mostly")
+    assert result.returncode == 2 and "sampling='mostly'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.h5").exists()
+    result = run("behavior", "train", "mpe:spread-2", "--out", str(tmp_path / "run"), "--algo", "ippo")
+    assert result.returncode == 2 and "algo='ippo' needs --engine jax" in result.stderr

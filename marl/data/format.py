@@ -1019,6 +1019,7 @@ def dataset_card(path: str | os.PathLike, task: str | None = None) -> str:
            if attrs.get("quality_definition") else ""),
         "  behaviour policy: " + (json.dumps(attrs["behavior_policy"])
                                    if attrs.get("behavior_policy") else "not recorded"),
+        "  actions:         " + _sampling_line(attrs.get("behavior_policy")),
         f"  seed:            {attrs.get('seed', 'not recorded')}",
         f"  episodes:        {data.n_episodes} (padded to {data.n_steps} steps)",
         f"  transitions:     {int(transitions.sum())}",
@@ -1037,3 +1038,20 @@ def dataset_card(path: str | os.PathLike, task: str | None = None) -> str:
         f"  {check}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sampling_line(policy) -> str:
+    """How the behaviour policy chose the recorded actions (``sampling``; files written before
+    it was recorded said ``greedy`` true/false)."""
+    if not isinstance(policy, dict):
+        return "not recorded"
+    sampling = policy.get("sampling")
+    if sampling is None and "greedy" in policy:
+        sampling = "greedy" if policy["greedy"] else "sampled"
+    if sampling is None and "joined" in policy:
+        return " + ".join(_sampling_line(p) for p in policy["joined"])
+    if isinstance(sampling, str) and sampling.startswith("epsilon:"):
+        return (f"{sampling} (the most likely action, a uniformly random available one with "
+                f"probability {sampling.split(':', 1)[1]})")
+    return {"greedy": "greedy (the policy's most likely action)",
+            "sampled": "sampled from the policy"}.get(sampling, sampling or "not recorded")
