@@ -71,6 +71,9 @@ class BehaviorConfig:
     # "auto": jax for SMAC on SMAX, torch otherwise (and a resumed run keeps its engine)
     engine: str = "auto"
     algo: str = "mappo"  # "ippo": per-agent values V(o_i) (jax engine only)
+    # jax engine: write the training rollouts (sampled actions, as played) to DIR/replay/ for
+    # medium-replay, for at most this many env steps and until a snapshot passes the medium band
+    record_replay: int = 0
 
 
 # ---------------------------------------------------------------------------- entity networks
@@ -379,6 +382,8 @@ def resolve_engine(cfg: BehaviorConfig, out: Path) -> BehaviorConfig:
         else:
             family, _ = envs.split_task(cfg.task)
             engine = "jax" if family.name == "smac" else "torch"  # behaviour runs use SMAX
+    if engine == "torch" and cfg.record_replay:
+        raise EnvError("behavior: --record-replay needs --engine jax (SMAC on SMAX)")
     if engine == "torch" and cfg.algo != "mappo":
         raise EnvError(f"behavior: algo={cfg.algo!r} needs --engine jax (SMAC on SMAX); "
                        "the torch trainer has mappo only")

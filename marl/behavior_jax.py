@@ -245,7 +245,7 @@ class Trainer:
         self.tokens = Tokens(env.info.layout)
         self.optim = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
                                  optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr, eps=1e-5))
-        self.update = jax.jit(self._update)
+        self.update = jax.jit(self._update, static_argnums=2)
         self.evaluate = jax.jit(self._evaluate, static_argnums=(2, 3))
 
     # -------------------------------------------------------------- pieces
@@ -271,7 +271,9 @@ class Trainer:
                 "vectors": vectors, "key": k_run}
 
     # -------------------------------------------------------------- one update
-    def _update(self, run: dict, lr):
+    def _update(self, run: dict, lr, record: bool = False):
+        """One rollout and its PPO epochs; ``record``: also return the rollout's steps as played
+        (``episodes_from_stream``'s keys), for medium-replay."""
         import jax
         import jax.numpy as jnp
         import optax
@@ -298,6 +300,9 @@ class Trainer:
                     "done": out["terminated"] | out["truncated"], "truncated": out["truncated"],
                     "final_value": final_value, "won": out["battle_won"],
                     "episode_return": out["episode_return"]}
+            if record:
+                step.update(env_reward=out["reward"], terminated=out["terminated"], final_obs=final_obs,
+                            final_state=final_state, final_avail=out["final"][2])
             return (env_key, env, out["vectors"], key), step
 
         (env_key, env, vectors, key), b = jax.lax.scan(
@@ -359,8 +364,12 @@ class Trainer:
         metrics = {"loss/policy": stats[..., 0].mean(), "loss/value": stats[..., 1].mean(),
                    "policy/entropy": stats[..., 2].mean(), "episodes": done.sum(),
                    "return_sum": (b["episode_return"] * done).sum(), "wins": (b["won"] & done).sum()}
-        return {"params": params, "opt": opt, "env_key": env_key, "env": env, "vectors": vectors,
-                "key": key}, metrics
+        run = {"params": params, "opt": opt, "env_key": env_key, "env": env, "vectors": vectors, "key": key}
+        if not record:
+            return run, metrics
+        played = {k: b[k] for k in ("obs", "state", "avail", "actions", "terminated", "done", "won",
+                                    "final_obs", "final_state", "final_avail")}
+        return run, metrics, {**played, "reward": b["env_reward"]}
 
     # -------------------------------------------------------------- evaluation
     def _evaluate(self, actor, key, episodes: int, greedy: bool):
@@ -476,9 +485,10 @@ class Recorder:
         return episodes_from_stream(stream, episodes, self.info)
 
 
-def episodes_from_stream(stream: dict, episodes: int, info):
-    """Cut a stream of batched steps [S, N, ...] (each copy auto-resetting) into the first
-    ``episodes`` finished episodes, vectorised: ODIS arrays [episodes, T+1, ...] with the
+def episodes_from_stream(stream: dict, episodes: int | None, info, first_end: int = 0):
+    """Cut a stream of batched steps [S, N, ...] (each copy auto-resetting, the first row a
+    fresh start) into the first ``episodes`` finished episodes (None: every episode that ends
+    at row ``first_end`` or later), vectorised: ODIS arrays [episodes, T+1, ...] with the
     post-terminal step (final vectors, the first available action as a placeholder)."""
     done = stream["done"]
     S, N = done.shape
@@ -488,11 +498,15 @@ def episodes_from_stream(stream: dict, episodes: int, info):
     pos = steps - start  # place of each step in its episode
     episode_of_copy = np.cumsum(boundary, axis=0) - 1  # the how-many-th episode of its copy
     # finished episodes in the order the host keeps them: by the step they end, then copy
-    end_s, end_n = (x[:episodes] for x in np.nonzero(done))  # row-major: by step, then copy
-    if len(end_s) < episodes:
+    end_s, end_n = np.nonzero(done)  # row-major: by step, then copy
+    keep = end_s >= first_end
+    end_s, end_n = end_s[keep][:episodes], end_n[keep][:episodes]
+    if episodes is None:
+        episodes = len(end_s)
+    elif len(end_s) < episodes:
         raise EnvError(f"only {len(end_s)} of {episodes} episodes finished")
     # every step whose (copy, episode) is kept gets its episode's row
-    lookup = np.full((N, episode_of_copy.max() + 1), -1)
+    lookup = np.full((N, episode_of_copy.max() + 2), -1)
     lookup[end_n, episode_of_copy[end_s, end_n]] = np.arange(episodes)
     gid = lookup[np.broadcast_to(np.arange(N), (S, N)), episode_of_copy]
     s_idx, n_idx = np.nonzero(gid >= 0)
@@ -523,6 +537,58 @@ def episodes_from_stream(stream: dict, episodes: int, info):
     out["actions_onehot"] = (np.eye(info.n_actions, dtype=np.float32)[out["actions"][..., 0]]
                              * out["filled"][..., None])
     return out, stream["won"][end_s, end_n]
+
+
+class Replay:
+    """The training rollouts as medium-replay data, as ODIS's medium-replay is the behaviour
+    run's own experience up to medium: every update's finished episodes (sampled actions, as
+    played) go to ``DIR/replay/<env_steps>.h5`` until ``record_replay`` env steps or until a
+    snapshot's greedy win rate passes the medium band (``DIR/replay/done``).
+    ``marl collect --quality medium-replay`` on the run then takes its episodes from the files
+    up to the medium snapshot.
+
+    Episodes cross rollouts, so each update's steps are cut together with the previous
+    update's (an episode lasts at most the episode limit, hence ``rollout_steps`` must be at
+    least that). After a resume the first rollout's episodes that began before it are lost;
+    files already written are kept, never rewritten."""
+
+    def __init__(self, cfg: BehaviorConfig, info, out: Path):
+        import envs
+
+        if cfg.rollout_steps < info.episode_limit:
+            raise EnvError(f"--record-replay needs rollouts at least as long as an episode: "
+                           f"rollout_steps={cfg.rollout_steps} < episode limit {info.episode_limit}")
+        defaults = envs.option_defaults(cfg.task)
+        self.options = {k: v for k, v in info.options.items() if k in defaults and v != defaults[k]}
+        self.cfg, self.info, self.folder = cfg, info, out / "replay"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.previous = None
+
+    def active(self, env_steps: int) -> bool:
+        return env_steps < self.cfg.record_replay and not (self.folder / "done").exists()
+
+    def add(self, played: dict, env_steps: int, fresh_start: bool) -> None:
+        from marl.data.format import write_dataset
+
+        previous, self.previous = self.previous, played
+        if previous is None and not fresh_start:
+            return  # resumed: this rollout's opening episodes began before it
+        window = played if previous is None else {k: np.concatenate([previous[k], played[k]]) for k in played}
+        first_end = 0 if previous is None else len(previous["done"])
+        path = self.folder / f"{env_steps:012d}.h5"
+        if path.exists() or not window["done"][first_end:].any():
+            return
+        arrays, won = episodes_from_stream(window, None, self.info, first_end)
+        write_dataset(path, arrays, task=self.cfg.task, backend=self.info.backend, quality="medium-replay",
+                      behavior_policy={"id": f"mappo-rollouts:{self.folder.parent.name}",
+                                       "sampling": "sampled", "env_steps": env_steps},
+                      seed=self.cfg.seed, env_info=self.info, env_options=self.options, battle_won=won)
+
+    def snapshot_scored(self, win_rate: float, env_steps: int) -> None:
+        from marl.data.qualities import QUALITIES
+
+        if win_rate > QUALITIES["medium"].win_rate[1] and not (self.folder / "done").exists():
+            (self.folder / "done").write_text(json.dumps({"env_steps": env_steps, "win_rate": win_rate}))
 
 
 # ---------------------------------------------------------------------------- host loop
@@ -570,6 +636,7 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
         raise EnvError(f"the jax behaviour trainer runs SMAC maps on SMAX, not {cfg.task} "
                        f"({env.info.family}/{env.info.backend}): use --engine torch")
     trainer = Trainer(cfg, env)
+    replay = Replay(cfg, env.info, out) if cfg.record_replay else None
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     run = trainer.init(jax.random.PRNGKey(cfg.seed))
     update, env_steps, snapshot_meta = 0, 0, {}
@@ -585,7 +652,7 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
         if saved.get("hidden") != cfg.hidden:
             raise EnvError(f"{ckpt_path} has networks of width {saved.get('hidden')}, not {cfg.hidden}: "
                            f"resume it with --hidden {saved.get('hidden')}")
-        for key in ("engine", "algo", "num_envs", "rollout_steps", "minibatches"):
+        for key in ("engine", "algo", "num_envs", "rollout_steps", "minibatches", "record_replay"):
             if saved.get(key) != getattr(cfg, key):
                 raise EnvError(f"{ckpt_path} is a run with {key}={saved.get(key)!r}, not "
                                f"{getattr(cfg, key)!r}: resume it with the settings it was started with")
@@ -601,10 +668,13 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     first_update, rate = update, 0.0
     while env_steps < cfg.total_env_steps:
         lr = learning_rate(cfg, env_steps)
-        run, metrics = trainer.update(run, jnp.float32(lr))
+        recording = replay is not None and replay.active(env_steps)
+        run, metrics, *played = trainer.update(run, jnp.float32(lr), recording)
         metrics = {k: float(v) for k, v in metrics.items()}
         update += 1
         env_steps += cfg.rollout_steps * cfg.num_envs
+        if recording:
+            replay.add(jax.device_get(played[0]), env_steps, fresh_start=update == 1)
         if update == first_update + 1:  # the speed is measured after compilation
             start, start_steps = time.perf_counter(), env_steps
         else:
@@ -626,6 +696,8 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
                 results[kind] = {"return": float(ret), "episodes": cfg.eval_episodes, "win_rate": float(won)}
                 for key, value in results[kind].items():
                     writer.add_scalar(f"eval_{kind}/{key}", value, env_steps)
+            if replay is not None:
+                replay.snapshot_scored(results["greedy"]["win_rate"], env_steps)
             snapshot_meta = {"task": cfg.task, "update": update, "env_steps": env_steps,
                              "greedy": results["greedy"], "sampled": results["sampled"],
                              "config": asdict(cfg), "env_options": env.info.options}

@@ -344,6 +344,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
         shutil.rmtree(parts)
         return out
     snaps = list_snapshots(policy)
+    if quality == "medium-replay" and any((Path(policy) / "replay").glob("*.h5")):
+        return _replay_from_rollouts(task, Path(policy), snaps, episodes, out, seed, env_options)
     chosen, greedy = choose_snapshots(snaps, quality)
     sampling = sampling or ("greedy" if greedy else "sampled")
     n_shards = -(-episodes // shard_episodes)
@@ -378,6 +380,36 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
                   behavior_policy=provenance, seed=seed, env_options=options,
                   battle_won=np.concatenate(wins) if wins[0] is not None else None)
     shutil.rmtree(parts)
+    return out
+
+
+def _replay_from_rollouts(task: str, run: Path, snaps: list[Snapshot], episodes: int, out: Path,
+                          seed: int, env_options: dict | None) -> Path:
+    """medium-replay from a run that recorded its training rollouts (``--record-replay``):
+    ``episodes`` episodes evenly spread over the rollouts up to the medium snapshot, in
+    training order (all of them if fewer were recorded)."""
+    from marl.data.format import read_dataset, write_dataset
+    from marl.data.loader import check_env_options
+
+    (medium,), _ = choose_snapshots(snaps, "medium")
+    files = [f for f in sorted((run / "replay").glob("*.h5")) if int(f.stem) <= _steps(medium)]
+    if not files:
+        raise EnvError(f"{run}/replay holds no rollouts up to the medium snapshot "
+                       f"({_steps(medium):,} env steps)")
+    if env_options is not None:
+        check_env_options(files[0], task, env_options)
+    datas = [read_dataset(f, task) for f in files]
+    arrays = {key: np.concatenate([d.arrays[key] for d in datas]) for key in datas[0].arrays}
+    wins = np.concatenate([d.wins for d in datas])
+    pick = np.unique(np.linspace(0, len(wins) - 1, min(episodes, len(wins))).round().astype(int))
+    write_dataset(out, {k: v[pick] for k, v in arrays.items()}, task=task,
+                  backend=datas[0].attrs["backend"], quality="medium-replay",
+                  behavior_policy={"id": f"mappo-rollouts:{run.name}", "sampling": "sampled",
+                                   "source": "the behaviour run's training rollouts",
+                                   "up_to_env_steps": _steps(medium), "files": len(files),
+                                   "episodes_recorded": int(len(wins))},
+                  seed=seed, env_options=datas[0].attrs.get("env_options"), battle_won=wins[pick])
+    shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
     return out
 
 

@@ -188,3 +188,61 @@ def test_a_policy_of_another_family_or_a_broken_file_is_refused_clearly(tmp_path
     path.write_bytes(b"\x00" * 40)
     with pytest.raises(envs.EnvError, match="is not a marl behaviour policy"):
         load_policy(path, info)
+
+
+def test_episodes_crossing_chunks_are_cut_as_in_one_stream():
+    """Cutting the stream chunk by chunk (each with the previous one, keeping what ends in the
+    new one: how the trainer records its rollouts) gives the episodes of cutting it at once."""
+    env = envs.make("smac:3m", num_envs=1, seed=0)
+    rec = bj.Recorder(env, 8, "sampled", chunk=64)
+    actor = {k: jax.numpy.asarray(v.numpy()) for k, v in sharp_weights().items()}
+    env_key, reset_key = jax.random.split(jax.random.PRNGKey(3))
+    carry, vectors = rec.reset(reset_key, 8)
+    chunks = []
+    for i in range(3):
+        env_key, carry, vectors, rows = rec.play(actor, env_key, carry, vectors, jax.random.PRNGKey(i), 0.0)
+        chunks.append(jax.device_get(rows))
+    whole, whole_won = bj.episodes_from_stream(
+        {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}, None, env.info)
+    parts = [bj.episodes_from_stream(chunks[0], None, env.info)]
+    for prev, new in zip(chunks, chunks[1:]):
+        window = {k: np.concatenate([prev[k], new[k]]) for k in new}
+        parts.append(bj.episodes_from_stream(window, None, env.info, first_end=64))
+    pieced = {k: np.concatenate([p[0][k] for p in parts]) for k in whole}
+    assert len(whole_won) > 16
+    for key in whole:
+        np.testing.assert_array_equal(pieced[key], whole[key], err_msg=key)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole_won)
+
+
+def test_training_rollouts_become_medium_replay(tmp_path):
+    from marl.collect import collect
+    from marl.data.format import read_dataset
+
+    cfg = BehaviorConfig(task="smac:3m", engine="jax", total_env_steps=3 * 8 * 64, num_envs=8,
+                         rollout_steps=64, minibatches=2, epochs=1, snapshot_every=1,
+                         eval_episodes=8, record_replay=10**6)
+    run = tmp_path / "run"
+    train(cfg, run, log=lambda *a: None)
+    files = sorted((run / "replay").glob("*.h5"))
+    assert [int(f.stem) for f in files] == [512, 1024, 1536]
+    recorded = [read_dataset(f) for f in files]
+    for data in recorded:
+        assert data.attrs["behavior_policy"]["sampling"] == "sampled" and data.n_episodes > 0
+        lengths = data.arrays["filled"][..., 0].sum(1)
+        assert lengths.max() <= 61 and lengths.min() >= 2
+    # a snapshot past the medium band stops the recording
+    replay = bj.Replay(cfg, envs.make("smac:3m", num_envs=1).info, run)
+    assert replay.active(2048)
+    replay.snapshot_scored(0.7, 2048)
+    assert not replay.active(2048)
+    # medium-replay of this run comes from its rollouts up to the medium snapshot
+    out = collect("smac:3m", run, "medium-replay", 10, tmp_path / "mr.h5", show_progress=False)
+    data = read_dataset(out)
+    policy = data.attrs["behavior_policy"]
+    assert policy["source"] == "the behaviour run's training rollouts" and policy["sampling"] == "sampled"
+    assert data.n_episodes == min(10, policy["episodes_recorded"])
+    pool = np.concatenate([d.arrays["obs"][:, 0] for d in recorded][: policy["files"]])
+    assert all((pool == o).all(-1).all(-1).any() for o in data.arrays["obs"][:, 0])
+    with pytest.raises(envs.EnvError, match="--record-replay needs rollouts at least as long"):
+        train(BehaviorConfig(task="smac:3m", engine="jax", record_replay=1000, **SMALL), tmp_path / "x")
