@@ -71,6 +71,7 @@ class BehaviorConfig:
     # "auto": jax for SMAC on SMAX, torch otherwise (and a resumed run keeps its engine)
     engine: str = "auto"
     algo: str = "mappo"  # "ippo": per-agent values V(o_i) (jax engine only)
+    recurrent: bool = False  # a GRU cell on the actor's context, trained through time (jax engine only)
     # jax engine: write the training rollouts (sampled actions, as played) to DIR/replay/ for
     # medium-replay, for at most this many env steps and until a snapshot passes the medium band
     record_replay: int = 0
@@ -96,8 +97,11 @@ class EntityActor(nn.Module):
     """Logits ``[..., n_own_actions + n_enemies * entity_actions]`` from an EntityObs."""
 
     def __init__(self, f_own: int, f_ally: int, f_enemy: int, n_own_actions: int,
-                 entity_actions: bool, hidden: int):
+                 entity_actions: bool, hidden: int, recurrent: bool = False):
         super().__init__()
+        # recurrent: a GRU cell on the context (the jax engine's --recurrent); such an actor
+        # acts with its state through the compiled recorder (marl.behavior_jax), not act()
+        self.gru = nn.GRUCell(hidden, hidden) if recurrent else None
         self.own, self.ally, self.enemy = _mlp(f_own, hidden, hidden), _mlp(f_ally, hidden, hidden), \
             _mlp(f_enemy, hidden, hidden)
         self.body = _mlp(5 * hidden, hidden, hidden)
@@ -109,15 +113,22 @@ class EntityActor(nn.Module):
             nn.init.orthogonal_(head.weight, 0.01)  # near-uniform first policy
             nn.init.zeros_(head.bias)
 
-    def forward(self, view: EntityObs) -> torch.Tensor:
+    def forward(self, view: EntityObs, h: torch.Tensor | None = None):
+        """Logits; a recurrent actor takes its state ``h [..., hidden]`` and returns (logits, h)."""
         enemy = self.enemy(view.enemies)
         context = self.body(torch.cat([self.own(view.own), _pool(self.ally(view.allies), view.ally_mask),
                                        _pool(enemy, view.enemy_mask)], dim=-1))
+        if self.gru is not None:
+            if h is None:
+                raise EnvError("a recurrent behaviour policy needs its state: it acts through "
+                               "the compiled recorder (SMAC on SMAX), not act()")
+            context = self.gru(context.reshape(-1, context.shape[-1]),
+                               h.reshape(-1, h.shape[-1])).reshape(context.shape)
         logits = self.own_head(context)
         if self.entity_actions:
             pair = torch.cat([enemy, context[..., None, :].expand_as(enemy)], dim=-1)
             logits = torch.cat([logits, self.target_head(pair)[..., 0]], dim=-1)
-        return logits
+        return logits if self.gru is None else (logits, context)
 
 
 class JointActor(nn.Module):
@@ -216,12 +227,12 @@ def family_adapter(info):
     return FAMILIES[info.family](info)
 
 
-def make_actor(info, hidden: int) -> nn.Module:
+def make_actor(info, hidden: int, recurrent: bool = False) -> nn.Module:
     fam = family_adapter(info)
     if info.action_type == "continuous":
         return JointActor(fam.dims[0], fam.dims[1], hidden)
     f_own, f_ally, f_enemy, _, _ = fam.dims
-    return EntityActor(f_own, f_ally, f_enemy, fam.n_own_actions, fam.entity_actions, hidden)
+    return EntityActor(f_own, f_ally, f_enemy, fam.n_own_actions, fam.entity_actions, hidden, recurrent)
 
 
 class Categorical:
@@ -356,7 +367,7 @@ def load_policy(path: str | Path, info) -> nn.Module:
     if family != info.family:
         raise EnvError(f"{path} is a policy for {trained_on} (family {family}); it cannot act on "
                        f"{info.task} (family {info.family})")
-    actor = make_actor(info, hidden)
+    actor = make_actor(info, hidden, bool(meta["config"].get("recurrent", False)))
     try:
         actor.load_state_dict(weights)
     except RuntimeError as exc:
@@ -382,6 +393,8 @@ def resolve_engine(cfg: BehaviorConfig, out: Path) -> BehaviorConfig:
         else:
             family, _ = envs.split_task(cfg.task)
             engine = "jax" if family.name == "smac" else "torch"  # behaviour runs use SMAX
+    if engine == "torch" and cfg.recurrent:
+        raise EnvError("behavior: --recurrent needs --engine jax (SMAC on SMAX)")
     if engine == "torch" and cfg.record_replay:
         raise EnvError("behavior: --record-replay needs --engine jax (SMAC on SMAX)")
     if engine == "torch" and cfg.algo != "mappo":

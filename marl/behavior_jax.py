@@ -162,19 +162,39 @@ def _pool(x):
     return jnp.concatenate([x.mean(-2), x.max(-2)], -1)
 
 
-def actor_init(key, hidden: int, value_head: bool = False) -> dict:
+def actor_init(key, hidden: int, value_head: bool = False, recurrent: bool = False) -> dict:
     """:class:`marl.behavior.EntityActor`'s parameters (``value_head``: IPPO's V(o_i) instead
-    of the action heads)."""
+    of the action heads; ``recurrent``: a GRU cell, torch's ``nn.GRUCell``, on the context)."""
     import jax
 
-    ks = jax.random.split(key, 6)
+    ks = jax.random.split(key, 7)
     p = {**_mlp_init(ks[0], ent.F_OWN, hidden, "own"), **_mlp_init(ks[1], ent.F_ENTITY, hidden, "ally"),
          **_mlp_init(ks[2], ent.F_ENTITY, hidden, "enemy"), **_mlp_init(ks[3], 5 * hidden, hidden, "body")}
     if value_head:
         return {**p, **_linear_init(ks[4], hidden, 1, "value")}
+    if recurrent:
+        bound = 1.0 / np.sqrt(hidden)  # torch.nn.GRUCell's default
+        kg = jax.random.split(ks[6], 4)
+        p.update({f"gru.{name}": jax.random.uniform(k, shape, minval=-bound, maxval=bound)
+                  for k, (name, shape) in zip(kg, (("weight_ih", (3 * hidden, hidden)),
+                                                   ("weight_hh", (3 * hidden, hidden)),
+                                                   ("bias_ih", (3 * hidden,)), ("bias_hh", (3 * hidden,))))})
     return {**p, **_linear_init(ks[4], hidden, N_ACTIONS_NO_ATTACK, "own_head", gain=0.01),
             **_linear_init(ks[5], 2 * hidden, hidden, "target_head.0"),
             **_linear_init(jax.random.fold_in(ks[5], 1), hidden, 1, "target_head.2", gain=0.01)}
+
+
+def _gru(p, x, h):
+    """torch.nn.GRUCell: gates in the order reset, update, new."""
+    import jax
+    import jax.numpy as jnp
+
+    gi = x @ p["gru.weight_ih"].T + p["gru.bias_ih"]
+    gh = h @ p["gru.weight_hh"].T + p["gru.bias_hh"]
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = jnp.split(gi, 3, -1), jnp.split(gh, 3, -1)
+    r, z = jax.nn.sigmoid(i_r + h_r), jax.nn.sigmoid(i_z + h_z)
+    n = jnp.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
 
 
 def _context(p, own, allies, enemies):
@@ -186,18 +206,22 @@ def _context(p, own, allies, enemies):
     return context, enemy
 
 
-def actor_logits(p, own, allies, enemies):
-    """Logits [..., 6 + n_enemies]: own actions from the context, one attack per enemy token."""
+def actor_logits(p, own, allies, enemies, h=None):
+    """Logits [..., 6 + n_enemies] (own actions from the context, one attack per enemy token)
+    and the recurrent state after this step (a recurrent actor's context is its GRU's output;
+    a feed-forward actor hands ``h`` back unchanged)."""
     import jax
     import jax.numpy as jnp
 
     context, enemy = _context(p, own, allies, enemies)
+    if "gru.weight_ih" in p:
+        context = h = _gru(p, context, h)
     # target_head.0 acts on [enemy, context]: split its weight so that the context's half is
     # computed once per agent, not once per (agent, enemy) pair (the same function, less work)
     w, hidden = p["target_head.0.weight"], enemy.shape[-1]
     pair = enemy @ w[:, :hidden].T + (context @ w[:, hidden:].T + p["target_head.0.bias"])[..., None, :]
     target = _linear(p, "target_head.2", jax.nn.relu(pair))[..., 0]
-    return jnp.concatenate([_linear(p, "own_head", context), target], -1)
+    return jnp.concatenate([_linear(p, "own_head", context), target], -1), h
 
 
 def agent_value(p, own, allies, enemies):
@@ -255,20 +279,43 @@ class Trainer:
             return state_value(critic, *self.tokens.state(state))[..., None]
         return agent_value(critic, *self.tokens.obs(obs))
 
-    def _policy(self, actor, obs, avail):
-        return masked_log_probs(actor_logits(actor, *self.tokens.obs(obs)), avail)
+    def _policy(self, actor, obs, avail, h):
+        """Masked log-probabilities [..., n_actions] and the actor's next recurrent state."""
+        logits, h = actor_logits(actor, *self.tokens.obs(obs), h)
+        return masked_log_probs(logits, avail), h
+
+    def _sequence_policy(self, actor, obs, avail, starts, h0):
+        """Log-probabilities over a rollout [T, B, ...] replayed from its first recurrent state,
+        which restarts at zero where a battle starts (``starts``), so gradients flow through
+        time as the actions were chosen."""
+        import jax
+        import jax.numpy as jnp
+
+        def step(h, x):
+            o, av, start = x
+            logp_all, h = self._policy(actor, o, av, jnp.where(start[:, None, None], 0.0, h))
+            return h, logp_all
+
+        return jax.lax.scan(step, h0, (obs, avail, starts))[1]
+
+    def hidden_zeros(self, copies: int):
+        """The recurrent state of ``copies`` battles: [copies, n_agents, hidden] (width 0 for a
+        feed-forward actor, so one code path serves both)."""
+        import jax.numpy as jnp
+
+        return jnp.zeros((copies, self.info.n_agents, self.cfg.hidden if self.cfg.recurrent else 0))
 
     def init(self, key) -> dict:
         import jax
 
         k_actor, k_critic, k_env, k_run = jax.random.split(key, 4)
-        params = {"actor": actor_init(k_actor, self.cfg.hidden),
+        params = {"actor": actor_init(k_actor, self.cfg.hidden, recurrent=self.cfg.recurrent),
                   "critic": (critic_init(k_critic, self.cfg.hidden) if self.cfg.algo == "mappo"
                              else actor_init(k_critic, self.cfg.hidden, value_head=True))}
         k_env, k_reset = jax.random.split(k_env)
         carry, vectors = self.prog._reset_batch(k_reset, self.cfg.num_envs)
         return {"params": params, "opt": self.optim.init(params), "env_key": k_env, "env": carry,
-                "vectors": vectors, "key": k_run}
+                "vectors": vectors, "key": k_run, "h": self.hidden_zeros(self.cfg.num_envs)}
 
     # -------------------------------------------------------------- one update
     def _update(self, run: dict, lr, record: bool = False):
@@ -282,9 +329,9 @@ class Trainer:
         params = run["params"]
 
         def env_step(carry, _):
-            env_key, env, (obs, state, avail), key = carry
+            env_key, env, (obs, state, avail), key, h = carry
             key, k_act = jax.random.split(key)
-            logp_all = self._policy(params["actor"], obs, avail)
+            logp_all, h = self._policy(params["actor"], obs, avail, h)
             actions = jax.random.categorical(k_act, logp_all)
             logp = jnp.take_along_axis(logp_all, actions[..., None], -1)[..., 0]
             value = self._values(params["critic"], obs, state)
@@ -303,10 +350,12 @@ class Trainer:
             if record:
                 step.update(env_reward=out["reward"], terminated=out["terminated"], final_obs=final_obs,
                             final_state=final_state, final_avail=out["final"][2])
-            return (env_key, env, out["vectors"], key), step
+            h = jnp.where(step["done"][:, None, None], 0.0, h)  # a new battle starts afresh
+            return (env_key, env, out["vectors"], key, h), step
 
-        (env_key, env, vectors, key), b = jax.lax.scan(
-            env_step, (run["env_key"], run["env"], run["vectors"], run["key"]), None, cfg.rollout_steps)
+        (env_key, env, vectors, key, h), b = jax.lax.scan(
+            env_step, (run["env_key"], run["env"], run["vectors"], run["key"], run["h"]), None,
+            cfg.rollout_steps)
         last_value = self._values(params["critic"], vectors[0], vectors[1])
 
         # GAE on the team reward; values are [T, N, K]
@@ -323,14 +372,23 @@ class Trainer:
         _, adv = jax.lax.scan(gae_step, jnp.zeros_like(last_value), (deltas, nonterminal), reverse=True)
         returns = adv + b["value"]
 
-        n = cfg.rollout_steps * cfg.num_envs
-        flat = {k: b[k].reshape((n,) + b[k].shape[2:]) for k in ("obs", "state", "avail", "actions", "logp")}
-        flat["adv"], flat["returns"] = adv.reshape(n, -1), returns.reshape(n, -1)
+        data = {k: b[k] for k in ("obs", "state", "avail", "actions", "logp")}
+        data["adv"], data["returns"] = adv, returns
         # an agent with only no-op available is dead: nothing to learn from its steps
-        flat["alive"] = flat["avail"][..., 1:].any(-1).astype(jnp.float32)
+        data["alive"] = data["avail"][..., 1:].any(-1).astype(jnp.float32)
+        if cfg.recurrent:  # minibatches of whole rollouts of some battles: [T, B, ...]
+            data["starts"] = jnp.concatenate([jnp.zeros_like(b["done"][:1]), b["done"][:-1]], 0)
+            n, take = cfg.num_envs, (lambda x, idx: x[:, idx])
+            h0 = run["h"]
+        else:  # minibatches of single battle steps: [B, ...]
+            n, take = cfg.rollout_steps * cfg.num_envs, (lambda x, idx: x[idx])
+            data = {k: v.reshape((n,) + v.shape[2:]) for k, v in data.items()}
 
-        def loss_fn(p, mb):
-            logp_all = self._policy(p["actor"], mb["obs"], mb["avail"])
+        def loss_fn(p, mb, h0_mb):
+            if cfg.recurrent:
+                logp_all = self._sequence_policy(p["actor"], mb["obs"], mb["avail"], mb["starts"], h0_mb)
+            else:
+                logp_all = self._policy(p["actor"], mb["obs"], mb["avail"], h0_mb)[0]
             logp = jnp.take_along_axis(logp_all, mb["actions"][..., None], -1)[..., 0]
             entropy = -(jnp.exp(logp_all) * jnp.maximum(logp_all, -1e8)).sum(-1)
             a = mb["adv"]
@@ -347,8 +405,9 @@ class Trainer:
 
         def minibatch_step(carry, idx):
             p, opt = carry
-            mb = jax.tree.map(lambda x: x[idx], flat)
-            grads, stats = jax.grad(loss_fn, has_aux=True)(p, mb)
+            mb = jax.tree.map(lambda x: take(x, idx), data)
+            h0_mb = h0[idx] if cfg.recurrent else jnp.zeros(mb["avail"].shape[:-1] + (0,))
+            grads, stats = jax.grad(loss_fn, has_aux=True)(p, mb, h0_mb)
             updates, opt = self.optim.update(grads, opt, p)
             return (optax.apply_updates(p, updates), opt), jnp.stack(stats)
 
@@ -364,7 +423,8 @@ class Trainer:
         metrics = {"loss/policy": stats[..., 0].mean(), "loss/value": stats[..., 1].mean(),
                    "policy/entropy": stats[..., 2].mean(), "episodes": done.sum(),
                    "return_sum": (b["episode_return"] * done).sum(), "wins": (b["won"] & done).sum()}
-        run = {"params": params, "opt": opt, "env_key": env_key, "env": env, "vectors": vectors, "key": key}
+        run = {"params": params, "opt": opt, "env_key": env_key, "env": env, "vectors": vectors,
+               "key": key, "h": h}
         if not record:
             return run, metrics
         played = {k: b[k] for k in ("obs", "state", "avail", "actions", "terminated", "done", "won",
@@ -382,19 +442,19 @@ class Trainer:
         carry, vectors = self.prog._reset_batch(k_reset, episodes)
 
         def step(c, k):
-            env_key, env, (obs, _, avail), finished, won, ret = c
-            logp_all = self._policy(actor, obs, avail)
+            env_key, env, (obs, _, avail), finished, won, ret, h = c
+            logp_all, h = self._policy(actor, obs, avail, h)
             actions = logp_all.argmax(-1) if greedy else jax.random.categorical(k, logp_all)
             env_key, env, out = self.prog._step_batch(env_key, env, actions.astype(jnp.int32))
             done = (out["terminated"] | out["truncated"]) & ~finished
             won = jnp.where(done, out["battle_won"], won)
             ret = jnp.where(done, out["episode_return"], ret)
-            return (env_key, env, out["vectors"], finished | done, won, ret), None
+            return (env_key, env, out["vectors"], finished | done, won, ret, h), None
 
         init = (k_env, carry, vectors, jnp.zeros(episodes, bool), jnp.zeros(episodes, bool),
-                jnp.zeros(episodes, jnp.float32))
+                jnp.zeros(episodes, jnp.float32), self.hidden_zeros(episodes))
         keys = jax.random.split(k_act, self.info.episode_limit)
-        (_, _, _, _, won, ret), _ = jax.lax.scan(step, init, keys)
+        (_, _, _, _, won, ret, _), _ = jax.lax.scan(step, init, keys)
         return won.mean(), ret.mean()
 
 
@@ -445,13 +505,14 @@ class Recorder:
         self.reset = jax.jit(self.prog._reset_batch, static_argnums=1)
         self.play = jax.jit(self._play)
 
-    def _play(self, actor, env_key, carry, vectors, key, epsilon):
+    def _play(self, actor, env_key, carry, vectors, h, key, epsilon):
         import jax
         import jax.numpy as jnp
 
         def step(c, k):
-            env_key, carry, (obs, state, avail) = c
-            logp_all = masked_log_probs(actor_logits(actor, *self.tokens.obs(obs)), avail)
+            env_key, carry, (obs, state, avail), h = c
+            logits, h = actor_logits(actor, *self.tokens.obs(obs), h)
+            logp_all = masked_log_probs(logits, avail)
             actions = choose_actions(logp_all, avail, k, self.mode, epsilon).astype(jnp.int32)
             env_key, carry, out = self.prog._step_batch(env_key, carry, actions)
             row = {"obs": obs, "state": state, "avail": avail, "actions": actions,
@@ -459,11 +520,12 @@ class Recorder:
                    "done": out["terminated"] | out["truncated"], "won": out["battle_won"],
                    "final_obs": out["final"][0], "final_state": out["final"][1],
                    "final_avail": out["final"][2]}
-            return (env_key, carry, out["vectors"]), row
+            h = jnp.where(row["done"][:, None, None], 0.0, h)
+            return (env_key, carry, out["vectors"], h), row
 
-        (env_key, carry, vectors), rows = jax.lax.scan(
-            step, (env_key, carry, vectors), jax.random.split(key, self.chunk))
-        return env_key, carry, vectors, rows
+        (env_key, carry, vectors, h), rows = jax.lax.scan(
+            step, (env_key, carry, vectors, h), jax.random.split(key, self.chunk))
+        return env_key, carry, vectors, h, rows
 
     def record(self, weights: dict, episodes: int, seed: int, act_seed: int, epsilon: float = 0.0):
         """``episodes`` finished episodes as ODIS-layout arrays [episodes, T+1, ...] and their
@@ -474,10 +536,13 @@ class Recorder:
         actor = {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in weights.items()}
         env_key, reset_key = jax.random.split(jax.random.PRNGKey(seed))
         carry, vectors = self.reset(reset_key, self.num_envs)
+        width = actor["gru.weight_hh"].shape[1] if "gru.weight_hh" in actor else 0
+        h = jnp.zeros((self.num_envs, self.info.n_agents, width))
         key, chunks, finished = jax.random.PRNGKey(act_seed), [], 0
         while finished < episodes:
             key, k = jax.random.split(key)
-            env_key, carry, vectors, rows = self.play(actor, env_key, carry, vectors, k, jnp.float32(epsilon))
+            env_key, carry, vectors, h, rows = self.play(actor, env_key, carry, vectors, h, k,
+                                                         jnp.float32(epsilon))
             rows = jax.device_get(rows)
             chunks.append(rows)
             finished += int(rows["done"].sum())
@@ -652,7 +717,8 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
         if saved.get("hidden") != cfg.hidden:
             raise EnvError(f"{ckpt_path} has networks of width {saved.get('hidden')}, not {cfg.hidden}: "
                            f"resume it with --hidden {saved.get('hidden')}")
-        for key in ("engine", "algo", "num_envs", "rollout_steps", "minibatches", "record_replay"):
+        for key in ("engine", "algo", "recurrent", "num_envs", "rollout_steps", "minibatches",
+                    "record_replay"):
             if saved.get(key) != getattr(cfg, key):
                 raise EnvError(f"{ckpt_path} is a run with {key}={saved.get(key)!r}, not "
                                f"{getattr(cfg, key)!r}: resume it with the settings it was started with")

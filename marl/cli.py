@@ -138,7 +138,7 @@ def _behavior_train(args: argparse.Namespace) -> None:
                          eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
                          entropy_coef=args.entropy_coef, gamma=args.gamma, lr=args.lr,
                          anneal_lr=args.anneal_lr, hidden=args.hidden, engine=args.engine,
-                         algo=args.algo, record_replay=args.record_replay)
+                         algo=args.algo, record_replay=args.record_replay, recurrent=args.recurrent)
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
 
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "torch for MPE and MuJoCo; a resumed run keeps its engine")
     btrain.add_argument("--algo", choices=("mappo", "ippo"), default="mappo",
                         help="mappo: one centralised value V(s); ippo: per-agent V(o_i) (jax engine)")
+    btrain.add_argument("--recurrent", action="store_true",
+                        help="jax engine: a GRU cell on the actor's context, trained through time")
     btrain.add_argument("--record-replay", type=int, default=0, metavar="STEPS",
                         help="jax engine: write the training rollouts to RUN/replay/ for at most "
                              "STEPS env steps, stopping once a snapshot passes the medium band; "

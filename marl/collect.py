@@ -273,6 +273,9 @@ def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: 
         if share == 0:  # more snapshots than episodes
             continue
         actor = load_policy(snap.path, env.info)  # checks that it is a policy of this family
+        if getattr(actor, "gru", None) is not None and not compiled:
+            raise EnvError(f"{snap.path} is a recurrent policy: it collects on SMAX (the compiled "
+                           f"recorder), not on {env.info.backend}")
         if compiled:
             weights = {k: v.numpy() for k, v in actor.state_dict().items()}
             arrays, won = recorder.record(weights, share, seed + i, seed + 1000 + i, epsilon)

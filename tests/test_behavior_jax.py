@@ -61,7 +61,7 @@ def test_exported_actor_is_the_torch_actor_and_acts_the_same(tmp_path):
     fam = family_adapter(env.info)
     with torch.no_grad():
         expected = torch_actor(fam.obs(torch.from_numpy(obs))).numpy()
-    got = np.asarray(bj.actor_logits(params, *bj.Tokens(env.info.layout).obs(jax.numpy.asarray(obs))))
+    got = np.asarray(bj.actor_logits(params, *bj.Tokens(env.info.layout).obs(jax.numpy.asarray(obs)))[0])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert expected.std() > 0.1
     path = tmp_path / "p.safetensors"
@@ -76,11 +76,11 @@ def run_state(out):
     return ckpt, [t.numpy() for t in ckpt["state"]]
 
 
-@pytest.mark.parametrize("algo", ["mappo", "ippo"])
-def test_resume_continues_with_identical_parameters(algo, tmp_path):
+@pytest.mark.parametrize("algo, recurrent", [("mappo", False), ("ippo", False), ("mappo", True)])
+def test_resume_continues_with_identical_parameters(algo, recurrent, tmp_path):
     """Two updates in one go, or one, a stop and a resume: the same parameters, optimiser
-    state, battles in progress and random keys, to the bit."""
-    cfg = dict(task="smac:3m", engine="jax", algo=algo, **SMALL)
+    state, battles in progress, recurrent states and random keys, to the bit."""
+    cfg = dict(task="smac:3m", engine="jax", algo=algo, recurrent=recurrent, **SMALL)
     steps = SMALL["num_envs"] * SMALL["rollout_steps"]
     whole = train(BehaviorConfig(total_env_steps=2 * steps, **cfg), tmp_path / "whole", log=lambda *a: None)
     train(BehaviorConfig(total_env_steps=steps, **cfg), tmp_path / "split", log=lambda *a: None)
@@ -199,8 +199,9 @@ def test_episodes_crossing_chunks_are_cut_as_in_one_stream():
     env_key, reset_key = jax.random.split(jax.random.PRNGKey(3))
     carry, vectors = rec.reset(reset_key, 8)
     chunks = []
+    h = jax.numpy.zeros((8, 3, 0))
     for i in range(3):
-        env_key, carry, vectors, rows = rec.play(actor, env_key, carry, vectors, jax.random.PRNGKey(i), 0.0)
+        env_key, carry, vectors, h, rows = rec.play(actor, env_key, carry, vectors, h, jax.random.PRNGKey(i), 0.0)
         chunks.append(jax.device_get(rows))
     whole, whole_won = bj.episodes_from_stream(
         {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}, None, env.info)
@@ -246,3 +247,45 @@ def test_training_rollouts_become_medium_replay(tmp_path):
     assert all((pool == o).all(-1).all(-1).any() for o in data.arrays["obs"][:, 0])
     with pytest.raises(envs.EnvError, match="--record-replay needs rollouts at least as long"):
         train(BehaviorConfig(task="smac:3m", engine="jax", record_replay=1000, **SMALL), tmp_path / "x")
+
+
+def test_recurrent_actor_is_torch_grucell_and_its_state_steers_collection(tmp_path):
+    """The GRU actor's logits and state equal torch's EntityActor with nn.GRUCell; a recurrent
+    snapshot collects through the compiled recorder with its state carried (greedy actions
+    differ from those of a zero state), and act() without a state refuses it clearly."""
+    from marl.collect import collect
+    from marl.data.format import read_dataset
+
+    env, obs, _, avail = battle_vectors("smac:3m")
+    params = bj.actor_init(jax.random.PRNGKey(2), hidden=16, recurrent=True)
+    params = {k: v * (50.0 if "head" in k else 1.0) for k, v in params.items()}
+    h = np.random.default_rng(0).normal(size=obs.shape[:-1] + (16,)).astype(np.float32)
+    logits, h_next = bj.actor_logits(params, *bj.Tokens(env.info.layout).obs(jax.numpy.asarray(obs)),
+                                     jax.numpy.asarray(h))
+    weights = bj.export_params(params)
+    torch_actor = make_actor(env.info, 16, recurrent=True)
+    torch_actor.load_state_dict(weights)
+    with torch.no_grad():
+        t_logits, t_h = torch_actor(family_adapter(env.info).obs(torch.from_numpy(obs)), torch.from_numpy(h))
+    np.testing.assert_allclose(np.asarray(logits), t_logits.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(h_next), t_h.numpy(), rtol=1e-5, atol=1e-5)
+
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    scores = {"return": 10.0, "win_rate": 0.5, "episodes": 8}
+    save_snapshot(weights, folder / "000001.safetensors",
+                  {"task": "smac:3m", "update": 1, "env_steps": 1, "greedy": scores, "sampled": scores,
+                   "config": {"task": "smac:3m", "hidden": 16, "seed": 0, "recurrent": True},
+                   "env_options": {}})
+    data = read_dataset(collect("smac:3m", folder, "expert", 16, tmp_path / "r.h5", num_envs=8,
+                                show_progress=False))
+    filled = data.arrays["filled"][..., 0]
+    live = np.arange(filled.shape[1]) < (filled.sum(1, keepdims=True) - 1)
+    o, av = data.arrays["obs"][live], data.arrays["avail_actions"][live].astype(bool)
+    stateless = np.asarray(bj.masked_log_probs(bj.actor_logits(
+        params, *bj.Tokens(env.info.layout).obs(jax.numpy.asarray(o)), jax.numpy.zeros(o.shape[:-1] + (16,)))[0],
+        jax.numpy.asarray(av)).argmax(-1))
+    assert (stateless != data.arrays["actions"][live][..., 0]).mean() > 0.05
+    actor = load_policy(folder / "000001.safetensors", env.info)
+    with pytest.raises(envs.EnvError, match="needs its state"):
+        act(actor, family_adapter(env.info), obs, avail, True)
