@@ -376,6 +376,28 @@ def load_policy(path: str | Path, info) -> nn.Module:
     return actor.eval()
 
 
+def read_checkpoint(path: Path, cfg: BehaviorConfig, same: tuple[str, ...] = ()) -> dict | None:
+    """A run's checkpoint to resume from (None if there is none yet), refused with the setting
+    named if it was made for another task, width or any of the ``same`` settings."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise EnvError(str(exc)) from None
+    saved = ckpt.get("config", {})
+    if saved.get("task") != cfg.task:
+        raise EnvError(f"{path} is a run for {saved.get('task')}, not {cfg.task}")
+    if saved.get("hidden") != cfg.hidden:
+        raise EnvError(f"{path} has networks of width {saved.get('hidden')}, not {cfg.hidden}: "
+                       f"resume it with --hidden {saved.get('hidden')}")
+    for key in same:
+        if saved.get(key) != getattr(cfg, key):
+            raise EnvError(f"{path} is a run with {key}={saved.get(key)!r}, not "
+                           f"{getattr(cfg, key)!r}: resume it with the settings it was started with")
+    return ckpt
+
+
 ENGINES = ("auto", "torch", "jax")
 
 
@@ -423,16 +445,8 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     update, env_steps, snapshot_meta = 0, 0, {}
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        try:
-            ckpt = load_checkpoint(ckpt_path)
-        except CheckpointError as exc:
-            raise EnvError(str(exc)) from None
-        if ckpt["config"]["task"] != cfg.task:
-            raise EnvError(f"{ckpt_path} is a run for {ckpt['config']['task']}, not {cfg.task}")
-        if ckpt["config"]["hidden"] != cfg.hidden:
-            raise EnvError(f"{ckpt_path} has networks of width {ckpt['config']['hidden']}, "
-                           f"not {cfg.hidden}: resume it with --hidden {ckpt['config']['hidden']}")
+    ckpt = read_checkpoint(ckpt_path, cfg)
+    if ckpt is not None:
         actor.load_state_dict(ckpt["actor"]), critic.load_state_dict(ckpt["critic"])
         optim.load_state_dict(ckpt["optim"]), gen.set_state(ckpt["generator"])
         update, env_steps = ckpt["update"], ckpt["env_steps"]

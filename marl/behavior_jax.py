@@ -33,9 +33,8 @@ import numpy as np
 
 from envs.core import EnvError
 from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS
-from marl.behavior import BehaviorConfig, learning_rate, save_snapshot
-from marl.checkpoint import CheckpointError, atomic_save
-from marl.checkpoint import load as load_checkpoint
+from marl.behavior import BehaviorConfig, learning_rate, read_checkpoint, save_snapshot
+from marl.checkpoint import atomic_save
 from marl.entity import smac as ent
 
 ALGOS = ("mappo", "ippo")
@@ -706,22 +705,9 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     run = trainer.init(jax.random.PRNGKey(cfg.seed))
     update, env_steps, snapshot_meta = 0, 0, {}
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        try:
-            ckpt = load_checkpoint(ckpt_path)
-        except CheckpointError as exc:
-            raise EnvError(str(exc)) from None
-        saved = ckpt.get("config", {})
-        if saved.get("task") != cfg.task:
-            raise EnvError(f"{ckpt_path} is a run for {saved.get('task')}, not {cfg.task}")
-        if saved.get("hidden") != cfg.hidden:
-            raise EnvError(f"{ckpt_path} has networks of width {saved.get('hidden')}, not {cfg.hidden}: "
-                           f"resume it with --hidden {saved.get('hidden')}")
-        for key in ("engine", "algo", "recurrent", "num_envs", "rollout_steps", "minibatches",
-                    "record_replay"):
-            if saved.get(key) != getattr(cfg, key):
-                raise EnvError(f"{ckpt_path} is a run with {key}={saved.get(key)!r}, not "
-                               f"{getattr(cfg, key)!r}: resume it with the settings it was started with")
+    ckpt = read_checkpoint(ckpt_path, cfg, ("engine", "algo", "recurrent", "num_envs", "rollout_steps",
+                                            "minibatches", "record_replay"))
+    if ckpt is not None:
         run = _from_host(ckpt["state"], run, ckpt_path)
         update, env_steps = ckpt["update"], ckpt["env_steps"]
         log(f"resuming {cfg.task} from update {update} ({env_steps:,} env steps)")

@@ -296,3 +296,16 @@ def test_other_families_train_snapshot_and_collect(task, tmp_path):
         assert data.arrays["actions"].shape[-1] == env.info.n_actions
     else:
         assert data.arrays["actions_onehot"].shape[-1] == 5
+
+
+def test_torch_engine_resumes_and_refuses_another_width(tmp_path):
+    cfg = dict(task="mpe:spread-2", num_envs=4, rollout_steps=64, minibatches=2, epochs=1,
+               snapshot_every=1, eval_episodes=2, seed=0)
+    out = tmp_path / "run"
+    train(BehaviorConfig(total_env_steps=4 * 64, **cfg), out, log=lambda *a: None)
+    assert json.loads((out / "config.json").read_text())["engine"] == "torch"
+    lines = []
+    meta = train(BehaviorConfig(total_env_steps=2 * 4 * 64, **cfg), out, log=lines.append)
+    assert lines[0].startswith("resuming mpe:spread-2 from update 1") and meta["update"] == 2
+    with pytest.raises(envs.EnvError, match="width 64, not 32: resume it with --hidden 64"):
+        train(BehaviorConfig(total_env_steps=3 * 4 * 64, **dict(cfg, hidden=32)), out)
