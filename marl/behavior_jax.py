@@ -16,6 +16,11 @@ them (``tests/test_behavior_jax.py`` checks that tokens, logits and actions agre
 
 * ``mappo``: one centralised value V(s) per battle from the state tokens (team reward).
 * ``ippo``: one value V(o_i) per agent from its own observation tokens.
+* ``recurrent``: a GRU cell (torch's ``nn.GRUCell``) on the actor's context, trained through
+  time over whole rollouts.
+
+The same compiled step serves collection (:class:`Recorder`: ``marl collect`` on SMAX) and,
+with ``record_replay``, keeps the training rollouts as medium-replay data (:class:`Replay`).
 
 PPO is the torch trainer's (``marl.behavior`` docstring); a checkpoint holds the whole
 training state (parameters, optimiser, the battles in progress and the random keys), so a
