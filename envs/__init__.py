@@ -12,7 +12,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from envs.core import BackendUnavailableError, BatchedEnv, EnvError, EnvInfo, TimeStep
+from envs.core import (BackendUnavailableError, BatchedEnv, EnvError, EnvInfo, Outcomes, TimeStep,
+                       UserError, play)
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,11 @@ __all__ = [
     "EnvInfo",
     "FAMILIES",
     "Family",
+    "Outcomes",
     "TimeStep",
+    "UserError",
     "make",
     "option_defaults",
+    "play",
     "split_task",
 ]

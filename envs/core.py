@@ -26,7 +26,13 @@ from typing import Any, Mapping
 import numpy as np
 
 
-class EnvError(ValueError):
+class UserError(ValueError):
+    """A mistake in what the user gave (a name, option, file or folder): the CLI prints its one
+    line and exits 2, with no traceback. Every package's user-facing error derives from it, so
+    nothing re-raises one error as another only for the CLI to catch it."""
+
+
+class EnvError(UserError):
     """A user mistake in a task name, backend, option or action: one clear message, no traceback
     from the simulator underneath."""
 
@@ -167,3 +173,38 @@ def random_actions(avail_actions: np.ndarray, rng: np.random.Generator) -> np.nd
     """Uniformly random available actions ``[N, n_agents]`` from a boolean mask, vectorised."""
     scores = rng.random(avail_actions.shape) * avail_actions
     return scores.argmax(-1)
+
+
+@dataclass
+class Outcomes:
+    """Per-episode results of ``play``: one entry per copy."""
+
+    returns: np.ndarray  # [N] float
+    lengths: np.ndarray  # [N] int
+    wins: np.ndarray | None  # [N] bool where the task reports ``battle_won`` (SMAC), else None
+
+
+def play(env: BatchedEnv, choose, seed: int | None = None, on_step=None) -> Outcomes:
+    """Play the first episode of every copy of ``env``, each to its end.
+
+    ``choose(ts) -> actions`` picks the actions of all copies from a TimeStep; ``on_step(ts,
+    actions, playing)``, if given, sees each step before it is taken (``playing`` [N]: copies
+    still in their first episode). Copies that finish early keep stepping (auto-reset) until the
+    last one ends, but only their first episode counts, so long episodes are not under-counted."""
+    ts = env.reset(seed)
+    n = env.num_envs
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
+    wins = np.zeros(n, dtype=bool)
+    finished = np.zeros(n, dtype=bool)
+    while not finished.all():
+        actions = choose(ts)
+        if on_step is not None:
+            on_step(ts, actions, ~finished)
+        ts = env.step(actions)
+        new = ts.done & ~finished
+        returns[new] = ts.info["episode_return"][new]
+        lengths[new] = ts.info["episode_length"][new]
+        if "battle_won" in ts.info:
+            wins[new] = ts.info["battle_won"][new]
+        finished |= new
+    return Outcomes(returns, lengths, wins if "battle_won" in ts.info else None)

@@ -34,7 +34,7 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from envs.core import EnvError, EnvInfo
+from envs.core import EnvError, EnvInfo, play
 
 N_MOVE_FEATS = 4
 N_ACTIONS_NO_ATTACK = 6  # no-op, stop, north, south, east, west
@@ -218,14 +218,6 @@ def focus_fire_actions(obs, avail_actions, layout: SmacLayout):
 def focus_fire_win_rate(env, seed: int = 0) -> float:
     """Win rate of ``focus_fire_actions`` over the first battle of each of ``env``'s copies (a
     yardstick of how hard a map and its opponent are)."""
-    import numpy as np
-
-    ts = env.reset(seed)
-    done = np.zeros(env.num_envs, bool)
-    won = np.zeros(env.num_envs, bool)
-    while not done.all():
-        ts = env.step(focus_fire_actions(ts.obs, ts.avail_actions, env.info.layout))
-        finished = ts.done & ~done
-        won |= finished & ts.info["battle_won"]
-        done |= finished
-    return float(won.mean())
+    outcomes = play(env, lambda ts: focus_fire_actions(ts.obs, ts.avail_actions, env.info.layout),
+                    seed)
+    return float(outcomes.wins.mean())

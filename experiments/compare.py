@@ -169,7 +169,7 @@ def main() -> int:
     if done:
         subprocess.call(marl + ["compare", *(str(folder) for _, folder in done),
                                 "--labels", ",".join(name for name, _ in done),
-                                "--out", str(out / "compare")])
+                                "--out", str(out / "compare"), "--plot"])
     return 1 if failed else 0
 
 

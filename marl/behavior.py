@@ -305,20 +305,25 @@ def act(actor: nn.Module, fam, obs: np.ndarray, avail: np.ndarray | None, greedy
 
 def evaluate(actor: nn.Module, task: str, episodes: int, greedy: bool, seed: int,
              num_envs: int = 64, env_options: dict | None = None) -> dict:
-    """Win rate (SMAC) and return of ``episodes`` fresh episodes."""
+    """Win rate (SMAC) and return of ``episodes`` fresh episodes, played in rounds of
+    ``num_envs`` copies that each count their first episode (``envs.play``)."""
     env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
     fam = family_adapter(env.info)
     gen = torch.Generator().manual_seed(seed)
-    ts, returns, wins = env.reset(), [], []
-    while len(returns) < episodes:
-        actions, _ = act(actor, fam, ts.obs, ts.avail_actions, greedy, gen)
-        ts = env.step(actions)
-        returns += ts.info["episode_return"][ts.done].tolist()
-        if "battle_won" in ts.info:
-            wins += ts.info["battle_won"][ts.done].tolist()
-    out = {"return": float(np.mean(returns[:episodes])), "episodes": episodes}
+    returns, wins = [], []
+    try:
+        for start in range(0, episodes, env.num_envs):
+            keep = min(env.num_envs, episodes - start)
+            outcomes = envs.play(env, lambda ts: act(actor, fam, ts.obs, ts.avail_actions,
+                                                     greedy, gen)[0], seed + start)
+            returns += outcomes.returns[:keep].tolist()
+            if outcomes.wins is not None:
+                wins += outcomes.wins[:keep].tolist()
+    finally:
+        env.close()
+    out = {"return": float(np.mean(returns)), "episodes": episodes}
     if wins:
-        out["win_rate"] = float(np.mean(wins[:episodes]))
+        out["win_rate"] = float(np.mean(wins))
     return out
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from envs.core import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError):
     """A checkpoint that is missing, damaged, or holds more than tensors and plain values."""
 
 

@@ -180,10 +180,22 @@ def _datasets_build(args: argparse.Namespace) -> None:
                   log=lambda line: print(line, flush=True))
 
 
-def _train(args: argparse.Namespace) -> int:
-    from marl.train import run_from_args
+def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
 
-    return run_from_args(args)
+    from marl.config import load_config
+    from marl.train import TrainError, train
+
+    if args.resume:
+        if not (Path(args.resume) / "config.yaml").is_file():
+            raise TrainError(f"{args.resume} is not a run folder (no config.yaml)")
+        train(load_config(Path(args.resume) / "config.yaml", args.overrides), args.resume,
+              resume=True)
+        return
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or (f"runs/{cfg.algo}/{Path(str(cfg.data.taskset)).stem}-"
+                       f"{cfg.data.quality}-seed{cfg.seed}")
+    train(cfg, out)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -224,8 +236,11 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marl.compare import compare, load_report, markdown
+    from marl.compare import compare, load_report, markdown, plot
+    from marl.evaluate import EvalError
 
+    if args.plot and not args.out:
+        raise EvalError("--plot writes OUT.png and OUT.svg: give --out")
     labels = args.labels.split(",") if args.labels else None
     result = compare([load_report(run, args.name) for run in args.runs], labels, args.baseline)
     table = markdown(result)
@@ -236,6 +251,8 @@ def _compare(args: argparse.Namespace) -> int:
         out.with_suffix(".md").write_text(table + "\n")
         out.with_suffix(".json").write_text(json.dumps(result, indent=2))
         print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+        if args.plot:
+            print("wrote " + " and ".join(str(p) for p in plot(result, out)))
     return 0
 
 
@@ -362,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--task", default=None, help="task of an ODIS file whose path does not tell")
     inspect.set_defaults(func=_datasets_inspect)
 
-    from marl.train import add_arguments
-
     train = groups.add_parser("train", help="offline training (HiSSD, ...) from a YAML config")
-    add_arguments(train)
+    train.add_argument("--config", help="YAML config (experiments/hissd/<taskset>.yaml)")
+    train.add_argument("--out", help="run folder (default runs/<algo>/<taskset>-<quality>-seed<seed>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. updates=500")
     train.set_defaults(func=_train)
     quick = groups.add_parser("quickstart", help="build data, train HiSSD, evaluate zero-shot, "
                                                  "plot skills: the whole pipeline in minutes")
@@ -407,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--baseline", default="bc",
                       help="row to pair every other row against, by training seed (bc)")
     cmp_.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    cmp_.add_argument("--plot", action="store_true",
+                      help="also draw the unseen means and paired differences with their 95 %% "
+                           "intervals as OUT.png and OUT.svg")
     cmp_.set_defaults(func=_compare)
 
     viz = groups.add_parser("visualize", help="skill timelines, skill maps, annotated replays")
@@ -426,17 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from envs import EnvError
-    from marl.data.format import DatasetError
-    from marl.diagnose import DiagnoseError
-    from marl.evaluate import EvalError
-    from marl.viz import VizError
+    from envs import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-    except (EnvError, DatasetError, EvalError, VizError, DiagnoseError) as err:  # user mistakes: one line, no traceback
+    except UserError as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
     return status or 0

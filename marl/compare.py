@@ -181,3 +181,49 @@ def markdown(result: dict) -> str:
     if notes:
         lines += [""] + notes
     return "\n".join(lines)
+
+
+def plot(result: dict, path: str | Path) -> list[Path]:
+    """Bar charts with 95 % intervals, as PNG and SVG: each row's unseen mean (left) and its
+    paired difference to the baseline (right; a bar whose interval crosses 0 is not resolved).
+    Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [label for label, row in result["table"].items() if "unseen mean" in row]
+    if not rows:
+        raise EvalError("no run has an unseen task: nothing to plot")
+    paired = result.get("paired", {})
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(10 if paired else 5.5,
+                                                              0.45 * len(rows) + 1.4),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(rows))[::-1]
+    means = np.array([result["table"][r]["unseen mean"][:3] for r in rows])
+    ax = axes[0, 0]
+    ax.barh(y, means[:, 0], xerr=[means[:, 0] - means[:, 1], means[:, 2] - means[:, 0]],
+            color="#0072B2", capsize=3)
+    ax.set_yticks(y, [f"{r} (n={result['table'][r]['unseen mean'][3]})" for r in rows])
+    ax.set_xlabel(f"unseen {result['metric'].replace('_', ' ')}: mean over runs, 95 % CI")
+    if paired:
+        ax = axes[0, 1]
+        base = result["baseline"]
+        diffs = np.array([paired[r]["difference"] if r in paired else [np.nan] * 3
+                          for r in rows])
+        colours = ["#009E73" if r in paired and paired[r]["resolved"] else "#999999"
+                   for r in rows]
+        ax.barh(y, diffs[:, 0], xerr=[diffs[:, 0] - diffs[:, 1], diffs[:, 2] - diffs[:, 0]],
+                color=colours, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"paired difference to {base} (same training seed), 95 % CI;\n"
+                      "grey: not resolved")
+    fig.tight_layout()
+    out = []
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text
+        for suffix in (".png", ".svg"):
+            target = Path(path).with_suffix(suffix)
+            fig.savefig(target, dpi=120)
+            out.append(target)
+    plt.close(fig)
+    return out

@@ -16,10 +16,11 @@ from typing import Any, Optional, Sequence
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from envs.core import UserError
 from marl.algos import registry
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used: unknown key, wrong type, bad value."""
 
 

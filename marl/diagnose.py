@@ -35,13 +35,14 @@ from pathlib import Path
 
 import torch
 
+from envs.core import UserError
 from marl.algos.common import transitions
 
 SATURATED = 0.99
 SMAC_MAX_RETURN = 20.0  # SMAC's reward is scaled so that a won battle returns exactly 20
 
 
-class DiagnoseError(RuntimeError):
+class DiagnoseError(UserError):
     """A run or its data cannot be diagnosed (missing run, checkpoint or dataset)."""
 
 
@@ -231,25 +232,19 @@ def diagnose_run(run_dir: str | Path, checkpoint: str = "last", episodes: int = 
     """Load a run and its data, measure, write ``RUN/eval/health.json`` (or ``out``).
     ``data``: another dataset root holding the run's task set and quality (e.g. episodes
     collected with another seed), so the figures describe episodes the run never trained on."""
-    from envs.core import EnvError
     from marl.checkpoint import atomic_write_text
-    from marl.data.format import DatasetError
-    from marl.evaluate import EvalError, load_run_model
-    from marl.train import load_dataset
+    from marl.runs import load_dataset, load_run_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DiagnoseError(f"no run folder at {run_dir}")
-    try:
-        cfg, model, path, ckpt = load_run_model(run_dir, checkpoint)
-    except EvalError as exc:
-        raise DiagnoseError(str(exc)) from None
+    cfg, model, path, ckpt = load_run_model(run_dir, checkpoint)
     cfg.data.episodes = max(episodes, 1) if cfg.data.episodes is None else cfg.data.episodes
     if data is not None:
         cfg.data.root = str(data)
     try:
         _, data = load_dataset(cfg)
-    except (EnvError, DatasetError) as exc:
+    except UserError as exc:
         raise DiagnoseError(f"data of {run_dir} (task set {cfg.data.taskset!r}, quality "
                             f"{cfg.data.quality!r}, root {cfg.data.root!r}): {exc}") from None
     torch.set_num_threads(cfg.threads or torch.get_num_threads())

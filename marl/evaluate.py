@@ -1,11 +1,7 @@
-"""Zero-shot evaluation: a trained policy plays tasks greedily, decentralised, each in one batch.
+"""Zero-shot evaluation of a whole run: ``marl evaluate RUN_DIR``.
 
-``evaluate_task`` runs ``episodes`` battles of one task at once (one batched environment with
-``episodes`` copies, each contributing its first episode) and returns the win rate (SMAC), the
-mean, standard deviation and 95 % confidence interval of the return, and the mean episode
-length. Each agent acts from its own observation only (``model.act``).
-
-``evaluate_run`` (``marl evaluate RUN_DIR``) evaluates a run's checkpoint on every task of a
+One task's battles are played by ``marl.rollout.evaluate_task`` (greedy, decentralised, one
+batched env). ``evaluate_run`` (``marl evaluate RUN_DIR``) evaluates a run's checkpoint on every task of a
 task set for several seeds, spreading the (task, seed) jobs over worker processes (JAX's
 compilations are cached on disk, so a map compiles once per machine). A job that raises, or
 whose worker dies, is reported by task; the other jobs still finish. ``write_report`` writes
@@ -15,7 +11,6 @@ the JSON report, the marl-eval exchange format, a Markdown table and TensorBoard
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 import queue
@@ -27,109 +22,14 @@ import numpy as np
 import torch
 
 import envs
-
-
-def _parser(family: str):
-    from marl.data.loader import _family
-
-    return _family(family).parse_obs
-
-
-def evaluate_task(model, task: str, episodes: int = 32, seed: int = 0,
-                  env_options: dict | None = None, device: str = "cpu") -> dict:
-    env = envs.make(task, num_envs=episodes, seed=seed, **(env_options or {}))
-    try:
-        info = env.info
-        if info.family != model.spec.name:
-            raise envs.EnvError(f"{task} is of family {info.family!r}, but the model was "
-                                f"trained on family {model.spec.name!r}")
-        parse = _parser(info.family)
-        returns = np.zeros(episodes)
-        lengths = np.zeros(episodes)
-        wins = np.zeros(episodes)
-        finished = np.zeros(episodes, dtype=bool)
-        ts = env.reset()
-        was_training = model.training
-        model.eval()
-        memory = None  # what the agents remember; each copy plays only its first episode
-        while not finished.all():
-            view = parse(torch.from_numpy(ts.obs).to(device), info.layout)
-            avail = (None if ts.avail_actions is None
-                     else torch.from_numpy(ts.avail_actions).to(device).bool())
-            actions = model.act(view, avail, memory)
-            memory = model.remember(memory, view, actions)
-            ts = env.step(actions.cpu().numpy())
-            new = ts.done & ~finished
-            if new.any():
-                returns[new] = ts.info["episode_return"][new]
-                lengths[new] = ts.info["episode_length"][new]
-                if "battle_won" in ts.info:
-                    wins[new] = ts.info["battle_won"][new]
-                finished |= new
-        model.train(was_training)
-    finally:
-        env.close()
-    std = float(returns.std(ddof=1)) if episodes > 1 else 0.0
-    half = 1.96 * std / math.sqrt(episodes)
-    out = {"task": task, "episodes": episodes, "seed": seed,
-           "return_mean": float(returns.mean()), "return_std": std,
-           "return_ci95": [float(returns.mean() - half), float(returns.mean() + half)],
-           "length_mean": float(lengths.mean()),
-           "episode_returns": returns.tolist(), "episode_lengths": lengths.astype(int).tolist()}
-    if info.family == "smac":
-        rate = float(wins.mean())
-        # Wilson interval: well-behaved at 0 % and 100 %
-        z, n = 1.96, episodes
-        centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-        spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        out["win_rate"] = rate
-        out["win_rate_ci95"] = [max(0.0, centre - spread), min(1.0, centre + spread)]
-        out["episode_wins"] = wins.astype(int).tolist()
-    if env_options:
-        out["env_options"] = dict(env_options)
-    return out
+from marl.checkpoint import atomic_write_text
+from marl.rollout import evaluate_task, score
+from marl.runs import check_task_family, load_run_model, trained_tasks
 
 
 # ------------------------------------------------------------------------------ a whole run
-class EvalError(RuntimeError):
-    """A run, checkpoint or task that cannot be evaluated."""
-
-
-def load_run_model(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):
-    """(config, model in eval mode, checkpoint path, checkpoint dict) of a training run."""
-    from marl.config import ConfigError, from_run
-    from marl.train import TrainError, build_model, load_checkpoint
-
-    run_dir = Path(run_dir)
-    try:
-        cfg = from_run(run_dir)
-    except ConfigError as exc:
-        raise EvalError(str(exc)) from None
-    path = (run_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("last", "best")
-            else Path(checkpoint))
-    try:
-        ckpt = load_checkpoint(path, cfg.algo)
-    except TrainError as exc:
-        raise EvalError(str(exc)) from None
-    cfg.device = device
-    model = build_model(cfg, ckpt["family"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise EvalError(f"{path} does not fit {cfg.algo} as configured in {run_dir}/config.yaml:"
-                        f" {str(exc).splitlines()[0]}") from None
-    return cfg, model.eval(), path, ckpt
-
-
-def check_task_family(task: str, ckpt: dict, path: Path) -> None:
-    """EvalError unless ``task`` is a known task of the family the checkpoint was trained on."""
-    try:
-        family = envs.split_task(task)[0].name
-    except envs.EnvError as exc:
-        raise EvalError(str(exc)) from None
-    if family != ckpt["family"]:
-        raise EvalError(f"{task} is of family {family!r}; {path} was trained on "
-                        f"{ckpt['family']!r} tasks")
+class EvalError(envs.UserError):
+    """Evaluation options that do not fit together (labels, runs)."""
 
 
 def _worker(run_dir: str, checkpoint: str, device: str, jobs, results) -> None:
@@ -195,8 +95,7 @@ def _run_jobs(run_dir: Path, checkpoint: str, jobs: list, workers: int, device: 
         left -= 1
         if kind == "done":
             results[key] = payload
-            rate = payload.get("win_rate", payload["return_mean"])
-            log(f"   {key[0]:<18} seed {key[1]}: {rate:.3f}")
+            log(f"   {key[0]:<18} seed {key[1]}: {score(payload):.3f}")
         else:
             errors[key] = payload
             log(f"   {key[0]:<18} seed {key[1]}: FAILED {payload}")
@@ -217,10 +116,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     cfg, model, path, ckpt = load_run_model(run_dir, checkpoint, device)
-    try:
-        ts = load_taskset(taskset or cfg.data.taskset)
-    except envs.EnvError as exc:
-        raise EvalError(str(exc)) from None
+    ts = load_taskset(taskset or cfg.data.taskset)
     tasks = list(tasks) if tasks else list(dict.fromkeys(ts.train_tasks + ts.test_tasks))
     for task in tasks:  # a clear error before any process starts
         check_task_family(task, ckpt, path)
@@ -254,21 +150,13 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
     return report
 
 
-def trained_tasks(ckpt: dict) -> list[str]:
-    return list(ckpt.get("tasks", []))
-
-
-def _score(r: dict) -> float:
-    return r.get("win_rate", r["return_mean"])
-
-
 def summarize(rows: list[dict]) -> dict:
     """Per task: the score (win rate, else return) averaged over seeds; then the means over
     training tasks and over unseen tasks."""
     per_task: dict[str, list[float]] = {}
     split: dict[str, str] = {}
     for r in rows:
-        per_task.setdefault(r["task"], []).append(_score(r))
+        per_task.setdefault(r["task"], []).append(score(r))
         split[r["task"]] = r["split"]
     tasks = {t: float(np.mean(v)) for t, v in per_task.items()}
     out = {"metric": "win_rate" if rows and "win_rate" in rows[0] else "return_mean",
@@ -331,7 +219,6 @@ def write_report(report: dict, out_dir: str | Path, tensorboard_dir: str | Path 
                  name: str = "zero_shot") -> dict[str, Path]:
     """``<name>.json`` (the report), ``<name>.marl-eval.json`` and ``<name>.md`` in
     ``out_dir`` (atomic writes), and TensorBoard scalars ``zero_shot/<task>/...``."""
-    from marl.checkpoint import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

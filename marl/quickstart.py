@@ -28,8 +28,9 @@ def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
                unseen: tuple[str, ...] = UNSEEN, log=None) -> dict:
     from marl.collect import build_taskset
     from marl.config import load_config
-    from marl.evaluate import evaluate_task
-    from marl.train import build_model, load_checkpoint, train
+    from marl.rollout import evaluate_task
+    from marl.runs import build_model, load_checkpoint
+    from marl.train import train
 
     out = Path(out)
     start = time.perf_counter()
@@ -58,7 +59,7 @@ def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
     else:
         train(cfg, run, log=say)
 
-    from marl.train import load_dataset
+    from marl.runs import load_dataset
 
     taskset, data = load_dataset(cfg)
     model = build_model(cfg, data.family)

@@ -14,10 +14,8 @@ samples its own batches from its own random stream; gradients are averaged acros
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,13 +23,13 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from marl.checkpoint import CheckpointError, atomic_save, atomic_write_text
-from marl.checkpoint import load as load_checkpoint_file
+import envs
+from marl.checkpoint import atomic_save, atomic_write_text
+from marl.rollout import evaluate_task, score
+from marl.runs import CHECKPOINT_VERSION, build_model, load_checkpoint, load_dataset
 
-CHECKPOINT_VERSION = 1
 
-
-class TrainError(RuntimeError):
+class TrainError(envs.UserError):
     """A run that cannot start or resume (wrong folder, wrong algorithm, bad data)."""
 
 
@@ -68,30 +66,6 @@ def release_freed_memory(threshold: int = 1 << 20) -> bool:
         return False
 
 
-def load_dataset(cfg: DictConfig):
-    from envs.tasksets import load_taskset
-    from marl.data.loader import MultiTaskDataset
-
-    taskset = load_taskset(cfg.data.taskset)
-    data = MultiTaskDataset.from_taskset(
-        cfg.data.taskset, cfg.data.quality, cfg.data.root, n_episodes=cfg.data.episodes, subset=cfg.data.subset, seed=cfg.seed,
-        device=cfg.device)
-    return taskset, data
-
-
-def build_model(cfg: DictConfig, family: str):
-    from marl.algos import build
-    from marl.config import model_config
-    from marl.nets import EntityTransformer, family_spec
-
-    model = build(cfg.algo, family_spec(family), model_config(cfg)).to(cfg.device)
-    if cfg.compile:
-        for module in model.modules():
-            if isinstance(module, EntityTransformer):
-                module.compile(dynamic=True)  # team sizes vary per task
-    return model
-
-
 def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
     spec = str(cfg.eval.tasks)
     if spec == "train":
@@ -99,20 +73,6 @@ def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
     if spec == "test":
         return list(taskset.test_tasks)
     return [t.strip() for t in spec.split(",") if t.strip()]
-
-
-def load_checkpoint(path: Path, algo: str) -> dict:
-    """A run's checkpoint, read without running code (``marl.checkpoint.load``)."""
-    try:
-        ckpt = load_checkpoint_file(path)
-    except CheckpointError as exc:
-        raise TrainError(str(exc)) from None
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise TrainError(f"{path}: not a marl checkpoint of version {CHECKPOINT_VERSION}")
-    if ckpt.get("algo") != algo:
-        raise TrainError(f"{path} is a checkpoint of algorithm {ckpt.get('algo')!r}, "
-                         f"not {algo!r}")
-    return ckpt
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -143,12 +103,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
-    from envs.core import EnvError
-    from marl.data.format import DatasetError
-
     try:
         taskset, data = load_dataset(cfg)
-    except (EnvError, DatasetError) as exc:
+    except envs.UserError as exc:
         raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc} (build it with `marl "
                          f"datasets build {cfg.data.taskset} --quality {cfg.data.quality} --out "
                          f"{cfg.data.root}`)") from None
@@ -259,8 +216,6 @@ def _evaluate(cfg, taskset, model, run_dir: Path, update: int, writer, rank: int
     return) over the *training* tasks evaluated, which selects ``best``: never unseen tasks."""
     if rank != 0:
         return None
-    from marl.evaluate import evaluate_task
-
     results = [evaluate_task(model, task, cfg.eval.episodes, cfg.eval.seed,
                              taskset.env_options, cfg.device)
                for task in eval_tasks(cfg, taskset)]
@@ -269,14 +224,12 @@ def _evaluate(cfg, taskset, model, run_dir: Path, update: int, writer, rank: int
                       json.dumps({"update": update, "results": results}, indent=2))
     train_scores = []
     for r in results:
-        score = r.get("win_rate", r["return_mean"])
         if r["task"] in taskset.train_tasks:
-            train_scores.append(score)
+            train_scores.append(score(r))
         for key in ("win_rate", "return_mean", "length_mean"):
             if key in r:
                 writer.add_scalar(f"eval/{r['task']}/{key}", r[key], update)
-    log("eval " + ", ".join(f"{r['task']} {r.get('win_rate', r['return_mean']):.2f}"
-                            for r in results))
+    log("eval " + ", ".join(f"{r['task']} {score(r):.2f}" for r in results))
     return sum(train_scores) / len(train_scores) if train_scores else None
 
 
@@ -300,42 +253,3 @@ def _health(cfg, model, data, run_dir: Path, update: int, writer, log) -> None:
              if isinstance(first.get(g, {}).get(k), float)]
     if parts:
         log(f"health ({next(iter(report['tasks']))}): " + ", ".join(parts))
-
-
-# ------------------------------------------------------------------------------ entry point
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (experiments/hissd/<taskset>.yaml)")
-    p.add_argument("--out", help="run folder (default runs/<algo>/<taskset>-<quality>-seed<seed>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. updates=500")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    from marl.config import ConfigError, load_config
-
-    try:
-        if args.resume:
-            cfg = load_config(Path(args.resume) / "config.yaml", args.overrides) \
-                if (Path(args.resume) / "config.yaml").is_file() else None
-            if cfg is None:
-                raise TrainError(f"{args.resume} is not a run folder (no config.yaml)")
-            train(cfg, args.resume, resume=True)
-            return 0
-        cfg = load_config(args.config, args.overrides)
-        out = args.out or (f"runs/{cfg.algo}/{Path(str(cfg.data.taskset)).stem}-"
-                           f"{cfg.data.quality}-seed{cfg.seed}")
-        train(cfg, out)
-        return 0
-    except (ConfigError, TrainError) as exc:
-        print(f"marl train: {exc}", file=sys.stderr)
-        return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="marl train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

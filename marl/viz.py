@@ -32,12 +32,14 @@ import numpy as np
 import torch
 
 import envs
+from marl.rollout import GreedyPolicy
+from envs.core import UserError
 
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
            "#000000"]  # Okabe-Ito
 
 
-class VizError(RuntimeError):
+class VizError(UserError):
     """A run or task that cannot be visualised."""
 
 
@@ -55,50 +57,34 @@ class Rollout:
     wins: np.ndarray | None
 
 
-def _parse(family: str):
-    from marl.data.loader import _family
-
-    return _family(family).parse_obs
-
-
 @torch.no_grad()
 def record(model, task: str, episodes: int, seed: int = 0,
            env_options: dict | None = None) -> Rollout:
     """Greedy episodes of ``task`` (all at once), with every agent's skills at every step."""
     env = envs.make(task, num_envs=episodes, seed=seed, **(env_options or {}))
-    info, parse = env.info, _parse(env.info.family)
-    ts = env.reset()
-    finished = np.zeros(episodes, dtype=bool)
-    lengths = np.zeros(episodes, dtype=int)
-    wins = np.zeros(episodes)
+    info = env.info
+    policy = GreedyPolicy(model, info)
     frames: dict[str, list] = {"obs": [], "actions": [], "acting": [], "units": [],
                                "physics": []}
     skills: dict[str, list] = {}
     snapshot = getattr(env, "unit_snapshot", None)
     physics = getattr(env, "physics_snapshot", None)
-    memory = None  # what the agents remember; each copy plays only its first episode
-    while not finished.all():
-        view = parse(torch.from_numpy(ts.obs), info.layout)
-        avail = None if ts.avail_actions is None else torch.from_numpy(ts.avail_actions).bool()
-        for kind, value in model.skills(view, memory).items():
+
+    def keep(ts, actions, playing):
+        for kind, value in model.skills(policy.view, policy.acted_with).items():
             skills.setdefault(kind, []).append(value.numpy())
-        taken = model.act(view, avail, memory)
-        memory = model.remember(memory, view, taken)
-        actions = taken.numpy()
-        live = ~finished[:, None] & (avail[..., 1:].any(-1).numpy() if avail is not None
-                                     else np.ones((episodes, info.n_agents), bool))
+        live = playing[:, None] & (policy.avail[..., 1:].any(-1).numpy()
+                                   if policy.avail is not None
+                                   else np.ones((episodes, info.n_agents), bool))
         frames["obs"].append(ts.obs), frames["actions"].append(actions)
         frames["acting"].append(live)
         if snapshot is not None:
             frames["units"].append(snapshot())
         if physics is not None:
             frames["physics"].append(physics())
-        ts = env.step(actions)
-        lengths += ~finished
-        new = ts.done & ~finished
-        if "battle_won" in ts.info:
-            wins[new] = ts.info["battle_won"][new]
-        finished |= new
+
+    with torch.no_grad():
+        outcomes = envs.play(env, policy, on_step=keep)
     env.close()
     stack = lambda xs: np.stack(xs, axis=1)  # noqa: E731  [E, T, ...]
     units = None
@@ -109,8 +95,8 @@ def record(model, task: str, episodes: int, seed: int = 0,
     if frames["physics"]:
         states = {k: stack([p[k] for p in frames["physics"]]) for k in ("qpos", "qvel")}
     return Rollout(task, stack(frames["obs"]), {k: stack(v) for k, v in skills.items()},
-                   stack(frames["actions"]), stack(frames["acting"]), lengths, units, states,
-                   info.n_agents, wins if info.family == "smac" else None)
+                   stack(frames["actions"]), stack(frames["acting"]), outcomes.lengths, units,
+                   states, info.n_agents, outcomes.wins)
 
 
 # ------------------------------------------------------------------------------ clustering
@@ -413,13 +399,10 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
     from torch.utils.tensorboard import SummaryWriter
 
     from envs.tasksets import load_taskset
-    from marl.evaluate import EvalError, check_task_family, load_run_model
+    from marl.runs import check_task_family, load_run_model
 
-    try:
-        cfg, model, path, ckpt = load_run_model(run_dir, checkpoint)
-        check_task_family(task, ckpt, path)
-    except EvalError as exc:
-        raise VizError(str(exc)) from None
+    cfg, model, path, ckpt = load_run_model(run_dir, checkpoint)
+    check_task_family(task, ckpt, path)
     if not model.has_skills:
         raise VizError(f"{run_dir} is a {cfg.algo} run: it has no skills to visualise "
                        "(HiSSD and ODIS runs have)")

@@ -8,9 +8,10 @@ import torch
 from conftest import fit
 from marl.algos import build, registry
 from marl.config import load_config
-from marl.evaluate import evaluate_task
+from marl.rollout import evaluate_task
 from marl.nets import family_spec
-from marl.train import load_checkpoint, train
+from marl.runs import load_checkpoint
+from marl.train import train
 
 SMALL = {"dim": 16, "ffn_mult": 2, "hidden": 32, "steps_per_episode": 4}
 

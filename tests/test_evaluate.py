@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from marl.checkpoint import load as load_checkpoint_file
-from marl.compare import compare, markdown, mean_ci
-from marl.evaluate import (EvalError, evaluate_run, evaluate_task, markdown_table,
-                           marl_eval_json, write_report)
+from marl.compare import compare, markdown, mean_ci, plot
+from envs import EnvError
+from marl.evaluate import EvalError, evaluate_run, markdown_table, marl_eval_json, write_report
+from marl.rollout import evaluate_task
+from marl.runs import RunError
 from marl.nets import family_spec
 
 class FocusFire:
@@ -114,14 +116,14 @@ def test_a_failing_task_is_reported_and_the_others_finish(tiny_run, tmp_path):
 def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
     from marl.cli import main
 
-    with pytest.raises(EvalError, match="family 'mpe'.*trained on 'smac'"):
+    with pytest.raises(RunError, match="family 'mpe'.*trained on 'smac'"):
         evaluate_run(tiny_run, tasks=["mpe:spread-3"], workers=1)
-    with pytest.raises(EvalError, match="unknown task family"):
+    with pytest.raises(EnvError, match="unknown task family"):
         evaluate_run(tiny_run, tasks=["smoc:3m"], workers=1)
     ckpt = load_checkpoint_file(tiny_run / "checkpoints" / "last.pt")
     ckpt["algo"] = "bc"
     torch.save(ckpt, tmp_path / "other.pt")
-    with pytest.raises(EvalError, match="algorithm 'bc', not 'hissd'"):
+    with pytest.raises(RunError, match="algorithm 'bc', not 'hissd'"):
         evaluate_run(tiny_run, checkpoint=str(tmp_path / "other.pt"), workers=1)
     ckpt["algo"], ckpt["version"] = "hissd", 99
     torch.save(ckpt, tmp_path / "future.pt")
@@ -136,7 +138,7 @@ def _report(algo: str, run: str, scores: dict[str, float], unseen: list[str],
     u = [v for t, v in scores.items() if t in unseen]
     report = {"algo": algo, "run": run, "results": rows,
               "summary": {"metric": "win_rate", "tasks": scores,
-                          "unseen_mean": sum(u) / len(u), "train_mean": None}}
+                          "unseen_mean": sum(u) / len(u) if u else None, "train_mean": None}}
     if seed is not None:
         report["train_seed"] = seed
     return report
@@ -195,6 +197,26 @@ def test_compare_pairs_runs_by_training_seed():
     # a run missing an unseen task is left out of the unseen columns and the row says so
     reports.append(_report("bc", "b9", {"smac:12m": 0.1}, ["smac:12m"], 9))
     assert "partial" in compare(reports)["table"]["bc"]
+
+
+def test_compare_plot_draws_means_and_paired_differences(tmp_path, capsys):
+    import matplotlib.image
+
+    from marl.cli import main
+
+    unseen = ["smac:12m"]
+    reports = [_report(algo, f"{algo}{s}", {"smac:12m": 0.3 + 0.1 * s + bonus}, unseen, s)
+               for algo, bonus in (("bc", 0.0), ("hissd", 0.2)) for s in range(4)]
+    files = plot(compare(reports), tmp_path / "cmp")
+    assert [f.name for f in files] == ["cmp.png", "cmp.svg"]
+    image = matplotlib.image.imread(files[0])
+    assert image.shape[0] > 100 and image.shape[1] > 500  # two panels side by side
+    svg = files[1].read_text()
+    assert "hissd (n=4)" in svg and "paired difference to bc" in svg
+    with pytest.raises(EvalError, match="no run has an unseen task"):
+        plot(compare([_report("bc", "b", {"smac:3m": 1.0}, [])]), tmp_path / "none")
+    assert main(["compare", "somewhere", "--plot"]) == 2
+    assert "--plot writes OUT.png" in capsys.readouterr().err
 
 
 def test_markdown_table_of_a_report_lists_errors():

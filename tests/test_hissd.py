@@ -11,7 +11,7 @@ import torch
 
 from conftest import fit
 from marl.algos.hissd import HiSSD, HissdConfig, _rows
-from marl.evaluate import evaluate_task
+from marl.rollout import evaluate_task
 from marl.nets import EntityTransformer, TransformerMixer, Tokens, family_spec
 from marl.nets.transformer import distinct_rows
 

@@ -13,7 +13,7 @@ from conftest import fit
 from marl.algos.bc import BC, BCConfig
 from marl.algos.common import _take, transitions
 from marl.algos.hissd import HiSSD, HissdConfig
-from marl.evaluate import evaluate_task
+from marl.rollout import evaluate_task
 from marl.nets import family_spec, with_agent_tokens
 
 TINY_HISSD = HissdConfig(dim=16, ffn_mult=2, hidden=32, skill_dim=16, mixer_dim=8,

@@ -19,8 +19,9 @@ import envs
 from envs.core import random_actions
 from marl.checkpoint import load as load_checkpoint_file
 from marl.config import ConfigError, load_config
-from marl.evaluate import evaluate_task
-from marl.train import TrainError, build_model, load_checkpoint, train
+from marl.rollout import evaluate_task
+from marl.runs import RunError, build_model, load_checkpoint
+from marl.train import TrainError, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.dim=16", "model.ffn_mult=2", "model.hidden=32", "model.skill_dim=16",
@@ -92,7 +93,7 @@ def test_starting_over_an_existing_run_or_resuming_another_algorithm_fails(tiny_
     train(cfg, tmp_path / "run", log=lambda s: None)
     with pytest.raises(TrainError, match="already holds a run"):
         train(cfg, tmp_path / "run", log=lambda s: None)
-    with pytest.raises(TrainError, match="algorithm 'hissd', not 'odis'"):
+    with pytest.raises(RunError, match="algorithm 'hissd', not 'odis'"):
         load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "odis")
     with pytest.raises(ConfigError, match="not a run folder"):
         train(cfg, tmp_path / "nothing-here", resume=True, log=lambda s: None)
@@ -113,7 +114,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     """Killed at any moment, a run resumes; here with the low-memory switches on, which the
     resumed run keeps (they are part of its saved config)."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "marl.train", "--out", str(run),
+    cmd = [sys.executable, "-m", "marl", "train", "--out", str(run),
            *tiny_overrides(tiny_data, "updates=100000", "checkpoint_interval=2",
                            "release_memory=true", "model.per_task_backward=true",
                            "model.recompute=true")]
@@ -128,7 +129,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     proc.wait()
     done = load_checkpoint_file(last)["update"]
     assert done >= 4
-    out = subprocess.run([sys.executable, "-m", "marl.train", "--resume", str(run),
+    out = subprocess.run([sys.executable, "-m", "marl", "train", "--resume", str(run),
                           f"updates={done + 2}"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"resuming {run} at update {done}" in out.stdout
@@ -175,7 +176,7 @@ def test_torchrun_two_ranks_keep_identical_parameters(tiny_data, tmp_path):
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m",
-                          "marl.train", "--out", str(run),
+                          "marl", "train", "--out", str(run),
                           *tiny_overrides(tiny_data, "updates=4")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -189,7 +190,7 @@ def test_cli_reports_config_mistakes_in_one_line(capsys):
 
     assert main(["train", "batchsize=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "batch_size" in err[0] and err[0].startswith("marl train:")
+    assert len(err) == 1 and "batch_size" in err[0] and err[0].startswith("marl: error:")
     assert main(["train", "--resume", "/nonexistent/run"]) == 2
     assert "not a run folder" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import tiny_run_of
 from envs.mamujoco import use_offscreen_gl
-from marl.evaluate import load_run_model
+from marl.runs import RunError, load_run_model
 from marl.viz import SkillClusters, VizError, record, visualize
 
 
@@ -105,7 +105,7 @@ def test_bad_input_is_one_clear_error(tiny_data, tiny_run, tmp_path, capsys):
     bc = tiny_run_of(tiny_data, tmp_path / "bc", algo="bc", updates=1)
     with pytest.raises(VizError, match="bc run: it has no skills"):
         visualize(bc, "smac:3m", log=lambda s: None)
-    with pytest.raises(VizError, match="family 'mpe'"):
+    with pytest.raises(RunError, match="family 'mpe'"):
         visualize(tiny_run, "mpe:spread-3", log=lambda s: None)
     assert main(["visualize", str(tiny_run), "--task", "smoc:3m"]) == 2
     assert "unknown task family" in capsys.readouterr().err

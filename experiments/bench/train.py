@@ -85,7 +85,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     load = os.getloadavg()
     from marl.config import load_config
-    from marl.train import build_model, load_dataset
+    from marl.runs import build_model, load_dataset
 
     rate = matmul_gflops()
     print(f"matmul: {rate:.1f} GFLOP/s with {args.threads} thread(s)", flush=True)

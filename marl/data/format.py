@@ -57,6 +57,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from marl.data.errors import DatasetError
 from marl.data.qualities import ALIASES, QUALITIES, check_quality
 
 SCHEMA_VERSION = 1
@@ -82,11 +83,6 @@ BLOCK_BYTES = 32 << 20
 JSON_ATTRS = ("layout", "env_options", "behavior_policy", "quality_definition", "checksums")
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _PART_RE = re.compile(r"^part_(\d+)\.h5$")
-
-
-class DatasetError(ValueError):
-    """A dataset file that is missing, unreadable or not what it claims to be: one message
-    naming the file, the key and what was expected."""
 
 
 # ------------------------------------------------------------------------------------ layout
@@ -670,9 +666,9 @@ def _infer_from_path(file: Path) -> tuple[str | None, str | None]:
 
 def _task_from_map(map_name: str) -> str | None:
     """The task an ODIS map folder name denotes (SMAC first, then MPE, then MuJoCo)."""
-    from envs import EnvError
-
     import importlib
+
+    from envs import EnvError
 
     for family, module in (("smac", "envs.smac"), ("mpe", "envs.mpe"),
                            ("mamujoco", "envs.mamujoco")):

@@ -44,14 +44,13 @@ on 3m) keep their data apart.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import warnings
 import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,7 +58,7 @@ import torch
 import envs
 from marl.data.format import DatasetError, EpisodeData, read_dataset
 from marl.data.qualities import check_quality
-from marl.entity import EntityObs
+from marl.entity.families import entity_family, task_family
 
 SUBSETS = ("last", "random")
 
@@ -96,76 +95,6 @@ def quality_paths(root: str | os.PathLike, task: str, quality: str,
     also = (f" nor its components {[str(p) for p in parts]}" if parts else "")
     raise DatasetError(f"no dataset for {task} at quality {check_quality(quality).name!r}: "
                        f"{path} does not exist{also}")
-
-
-# ------------------------------------------------------------------------------ families
-@dataclass(frozen=True)
-class _Family:
-    """How one task family's flat vectors become entity-view tensors."""
-
-    name: str
-    layout: Callable[[str, dict], Any]  # (task, env_options) -> parser layout
-    parse_obs: Callable[[torch.Tensor, Any], Any]  # [N, A, obs_dim] -> EntityObs | JointObs
-    parse_state: Callable[[torch.Tensor, Any], Any] | None  # [N, S] -> EntityState; None: raw
-    obs_type: type
-    n_entities: Callable[[Any], int]  # enemies (SMAC), landmarks (MPE), joint tokens (MuJoCo)
-
-
-def _smac_layout(task: str, env_options: dict):
-    from envs.smac import parse_map
-
-    return parse_map(envs.split_task(task)[1])
-
-
-def _mpe_layout(task: str, env_options: dict):
-    from envs.mpe import parse_map
-
-    return parse_map(envs.split_task(task)[1])
-
-
-@functools.lru_cache(maxsize=None)
-def _mujoco_layout_cached(task: str, options_json: str):
-    env = envs.make(task, num_envs=1, seed=0, **json.loads(options_json))
-    try:
-        return env.layout
-    finally:
-        env.close()
-
-
-def _mujoco_layout(task: str, env_options: dict):
-    # The MuJoCo layout needs the model: build the env once per (task, options).
-    keep = {k: v for k, v in env_options.items() if k == "agent_obsk"}
-    return _mujoco_layout_cached(task, json.dumps(keep, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=None)
-def _family(name: str) -> _Family:
-    if name == "smac":
-        from marl.entity.smac import parse_smac_obs, parse_smac_state
-
-        return _Family("smac", _smac_layout, parse_smac_obs, parse_smac_state, EntityObs,
-                       lambda lay: lay.n_enemies)
-    if name == "mpe":
-        from marl.entity.mpe import parse_mpe_obs
-
-        return _Family("mpe", _mpe_layout, parse_mpe_obs, None, EntityObs,
-                       lambda lay: lay.n_landmarks)
-    if name == "mamujoco":
-        from marl.entity.mamujoco import JointObs, parse_mujoco_obs
-
-        def n_tokens(lay) -> int:
-            return int(parse_mujoco_obs(torch.zeros(lay.n_agents, max(lay.obs_dims)), lay)
-                       .joints.shape[-2])
-
-        return _Family("mamujoco", _mujoco_layout, parse_mujoco_obs, None, JointObs, n_tokens)
-    raise DatasetError(f"no entity view is known for task family {name!r}")
-
-
-def _task_family(task: str) -> str:
-    try:
-        return envs.split_task(task)[0].name
-    except envs.EnvError as exc:
-        raise DatasetError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- the batch
@@ -298,10 +227,10 @@ class TaskData:
         if not float_dtype.is_floating_point:
             raise ValueError(f"float_dtype must be a floating dtype, got {float_dtype}")
         self.task = task
-        self.family = _task_family(task)
+        self.family = task_family(task)
         self.device = torch.device(device)
         self.float_dtype = float_dtype
-        fam = _family(self.family)
+        fam = entity_family(self.family)
         for d in datas:
             if d.task != task:
                 raise DatasetError(f"{d.path}: holds {d.task}, not {task}")
@@ -543,9 +472,9 @@ class MultiTaskDataset:
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
         tasks = list(sources)
-        self.family = family or _task_family(tasks[0])
+        self.family = family or task_family(tasks[0])
         for task in tasks:
-            if _task_family(task) != self.family:
+            if task_family(task) != self.family:
                 raise DatasetError(f"task {task} is not of the dataset's family {self.family!r} "
                                    f"(tasks {tasks})")
         self.tasks: tuple[str, ...] = tuple(tasks)
@@ -575,7 +504,7 @@ class MultiTaskDataset:
         if p.is_file():
             attrs = _peek_attrs(p)
             if "task" in attrs:
-                family = attrs.get("family") or _task_family(attrs["task"])
+                family = attrs.get("family") or task_family(attrs["task"])
                 if family != self.family:
                     raise DatasetError(
                         f"{p}: holds {attrs['task']} of family {family!r}, but this dataset is "
@@ -586,7 +515,7 @@ class MultiTaskDataset:
             if self.env_options is not None:
                 check_env_options(p, task, self.env_options, attrs)
         data = read_dataset(p, task=task, verify=verify, packed=True)
-        if data.attrs.get("family", _task_family(data.task)) != self.family:
+        if data.attrs.get("family", task_family(data.task)) != self.family:
             raise DatasetError(f"{p}: holds {data.task}, not of family {self.family!r}")
         return data
 

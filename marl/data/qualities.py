@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass
 
+from marl.data.errors import DatasetError
+
 
 @dataclass(frozen=True)
 class Quality:
@@ -93,7 +95,6 @@ ALIASES = {name.replace("-", "_"): name for name in QUALITIES if "-" in name}
 def check_quality(name: object) -> Quality:
     """The Quality called ``name`` (``medium_replay`` is accepted for ``medium-replay``), or
     DatasetError listing the known names with the closest one suggested."""
-    from marl.data.format import DatasetError  # format imports this module
 
     if isinstance(name, str):
         key = ALIASES.get(name, name)
