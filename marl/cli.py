@@ -275,7 +275,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _datasets_inspect(args: argparse.Namespace) -> None:
-    from marl.data.format import dataset_card
+    from marl.data.card import dataset_card
 
     print(dataset_card(args.path, task=args.task))
 

@@ -255,11 +255,11 @@ def record_episodes(env, choose_actions, episodes: int, seed: int | None = None)
 def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: int, seed: int,
                  num_envs: int = 64, env_options: dict | None = None, progress=None):
     """``episodes`` finished episodes from the snapshots in equal shares, acting by ``sampling``
-    (``marl.behavior_jax.parse_sampling``): ODIS-layout arrays [episodes, T+1, ...],
+    (``marl.behavior.jax_ppo.parse_sampling``): ODIS-layout arrays [episodes, T+1, ...],
     per-episode battle_won (None outside SMAC), and the task's EnvInfo. SMAC on SMAX plays
-    inside one compiled program (``marl.behavior_jax.Recorder``); other families step on the
+    inside one compiled program (``marl.behavior.jax_ppo.Recorder``); other families step on the
     host with the torch actor."""
-    from marl.behavior_jax import Recorder, parse_sampling
+    from marl.behavior.jax_ppo import Recorder, parse_sampling
 
     mode, epsilon = parse_sampling(sampling)
     env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
@@ -313,7 +313,7 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     ``env_options`` None: those of the opponent the policy was trained against. ``sampling``
     None: the quality's own (``choose_snapshots``); else greedy, sampled or epsilon:E,
     recorded in the file's ``behavior_policy`` attribute and its card."""
-    from marl.behavior_jax import parse_sampling
+    from marl.behavior.jax_ppo import parse_sampling
 
     from marl.data.format import read_dataset, write_dataset
     from marl.data.loader import check_env_options

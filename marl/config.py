@@ -8,6 +8,7 @@ the key and the expected type (``ConfigError``).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -71,8 +72,8 @@ def _dotted_keys(cls, prefix: str = "") -> list[str]:
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         out.append(key)
-        default = f.default_factory() if f.default_factory is not MISSING and \
-            f.default_factory is not None and callable(f.default_factory) else f.default
+        default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else f.default)
         if is_dataclass(default):
             out += _dotted_keys(type(default), key + ".")
     return out

@@ -1,4 +1,4 @@
-"""The jax behaviour trainer (``marl.behavior_jax``): its tokens and networks are the torch
+"""The jax behaviour trainer (``marl.behavior.jax_ppo``): its tokens and networks are the torch
 ones (so its snapshots load and act through the collection path), resume is exact, IPPO runs,
 and bad settings fail clearly. The learning test is ``test_behavior.py``'s shared 3m run."""
 
@@ -9,7 +9,7 @@ import torch
 
 import envs
 from envs.core import random_actions
-from marl import behavior_jax as bj
+from marl.behavior import jax_ppo as bj
 from marl.behavior import BehaviorConfig, act, family_adapter, load_policy, make_actor, save_snapshot, train
 from marl.checkpoint import load as load_checkpoint
 from marl.collect import list_snapshots
@@ -144,7 +144,8 @@ def test_compiled_recording_equals_the_host_recorder():
 
 def test_sampling_changes_what_is_recorded_and_is_written_to_the_file(tmp_path):
     from marl.collect import collect
-    from marl.data.format import dataset_card, read_dataset
+    from marl.data.card import dataset_card
+    from marl.data.format import read_dataset
 
     folder = tmp_path / "policy"
     folder.mkdir()

@@ -28,6 +28,7 @@ from marl.data import (
     write_dataset,
 )
 from marl.data import format as fmt
+from marl.data import schema
 
 ODIS_FILE = Path("/work/shared/data/odis/3m/medium/qmix_2022-04-03_12-49-45/part_0.h5")
 POLICY = {"id": "random", "provenance": "tests/test_data_format.py"}
@@ -161,7 +162,7 @@ def write_odis(path, arrays):
 def assert_same_arrays(got: dict, want: dict):
     assert sorted(got) == sorted(want)
     for key in want:
-        assert got[key].dtype == fmt.key_dtype(key, "continuous" if "avail_actions" not in want
+        assert got[key].dtype == schema.key_dtype(key, "continuous" if "avail_actions" not in want
                                                else "discrete"), key
         assert got[key].shape == want[key].shape, key
         assert np.array_equal(got[key], want[key]), key
@@ -316,7 +317,7 @@ def test_odis_layout_without_attributes(tmp_path):
     # post-terminal step L-1 is filled, holds obs, and is not a transition
     assert data.arrays["filled"][0, 4, 0] == 1 and data.arrays["filled"][0, 5, 0] == 0
     assert data.arrays["obs"][0, 4].any() and not data.arrays["obs"][0, 5:].any()
-    mask = fmt.transition_mask(data.arrays["filled"])
+    mask = schema.transition_mask(data.arrays["filled"])
     assert mask[0].sum() == 4 and not mask[0, 4]
 
     for folder in (root, root / "qmix_2022-04-03"):
@@ -533,7 +534,7 @@ def test_concat_pads_to_the_longest_episode():
     long = EpisodeData(synthetic_3m([9], [1], n_steps=12), {"task": "smac:3m"}, "b")
     out = concat_episodes([short, long])
     assert out["obs"].shape == (3, 12, 3, 30) and out["filled"].dtype == np.int64
-    np.testing.assert_array_equal(fmt.episode_lengths(out["filled"]), [3, 4, 9])
+    np.testing.assert_array_equal(schema.episode_lengths(out["filled"]), [3, 4, 9])
     assert not out["obs"][0, 6:].any()
     np.testing.assert_array_equal(out["obs"][2], long.arrays["obs"][0])
     mixed = EpisodeData({k: np.zeros((1, 6, 1)) for k in CONTINUOUS_KEYS}, {}, "c")
@@ -547,11 +548,11 @@ def test_packed_read_keeps_exactly_the_filled_steps(small_file, monkeypatch, blo
     monkeypatch.setattr(fmt, "BLOCK_BYTES", block_bytes)
     path, arrays = small_file
     padded, packed = read_dataset(path), read_dataset(path, packed=True)
-    assert padded.packed == () and packed.packed == fmt.PACKED_KEYS
+    assert padded.packed == () and packed.packed == schema.PACKED_KEYS
     assert_same_arrays(padded.arrays, arrays)
     filled = arrays["filled"][..., 0].astype(bool)
     for key in arrays:
-        want = arrays[key][filled] if key in fmt.PACKED_KEYS else arrays[key]
+        want = arrays[key][filled] if key in schema.PACKED_KEYS else arrays[key]
         np.testing.assert_array_equal(packed.arrays[key], want, err_msg=key)
     assert packed.arrays["obs"].shape == (5 + 61 + 3 + 20, 3, 30)
     np.testing.assert_array_equal(packed.starts, [0, 5, 66, 69])
@@ -584,7 +585,7 @@ def test_packed_odis_parts_stack(tmp_path):
     for k, arrays in enumerate(parts):
         write_odis(run / f"part_{k}.h5", arrays)
     data = read_dataset(tmp_path / "3m" / "expert", packed=True)
-    assert data.n_episodes == 3 and data.packed == fmt.PACKED_KEYS
+    assert data.n_episodes == 3 and data.packed == schema.PACKED_KEYS
     want = np.concatenate([a["obs"][a["filled"][..., 0].astype(bool)] for a in parts])
     np.testing.assert_array_equal(data.arrays["obs"], want)
     np.testing.assert_array_equal(data.lengths, [4, 9, 6])

@@ -1,454 +1,31 @@
-"""The dataset file format (schema version 1): ODIS's HDF5 episodes plus self-describing attributes.
-
-One HDF5 file holds the episodes of one (task, quality). Its datasets have ODIS's keys, dtypes and
-semantics (``../shared/research/hissd-reference.md`` §4), so ODIS/HiSSD files load as they are and
-ours load in ODIS's code. ``E`` episodes are padded to ``T = episode_limit + 1`` steps:
-
-==============  ==============================  ================================
-key             shape                           dtype
-==============  ==============================  ================================
-obs             [E, T, n_agents, obs_dim]       float32
-state           [E, T, state_dim]               float32
-actions         [E, T, n_agents, 1]             int64 (discrete)
-                [E, T, n_agents, n_actions]     float32 (continuous)
-actions_onehot  [E, T, n_agents, n_actions]     float32 (discrete only)
-avail_actions   [E, T, n_agents, n_actions]     int32 (discrete only)
-reward          [E, T, 1]                       float32
-terminated      [E, T, 1]                       uint8
-filled          [E, T, 1]                       int64
-==============  ==============================  ================================
-
-Semantics (pymarl's EpisodeBatch, as in ODIS): an episode with ``L`` filled steps (``filled`` is 1
-for steps ``0..L-1``) has ``L-1`` transitions. Step ``t < L-1`` holds the observation, state and
-available actions *before* transition ``t``, the action taken and the reward of transition ``t``.
-Step ``L-1`` is the post-terminal step: the final observation/state/available actions, a
-placeholder action (the first available action, or zeros for continuous actions; ODIS stores the
-policy's choice there) and reward 0. ``terminated`` is 1 at step ``L-2`` only when the episode
-really ended (a team wiped out, a robot fell), not when it hit the time limit. Everything after
-step ``L-1`` is zero. A learner's transition mask is ``filled[:, :-1] * (1 - terminated shifted
-by one)``, as in ODIS.
-
-Our files add ``battle_won`` (uint8 ``[E]``, SMAC only) and root attributes: ``schema_version``,
-``task``, ``family``, ``backend``, ``layout`` (JSON: the env layout summary with ``n_agents``,
-``n_enemies``, ``obs_dim``, ``state_dim``, ``n_actions``, ``action_type``, ``episode_limit``),
-``env_options`` (JSON), ``quality`` and ``quality_definition`` (JSON, from
-``marl.data.qualities``), ``behavior_policy`` (JSON with at least ``id``), ``episodes``, ``steps``
-(transitions), ``return_mean/std/min/max``, ``win_rate`` (SMAC, when ``battle_won`` was given),
-``episode_length_mean/min/max`` (transitions per episode, like the env's ``episode_length``),
-``seed``, ``created_by`` and ``checksum``: ``"sha256:<hex>"`` over every dataset, in sorted key
-order, of ``"<key>:<dtype>:<shape>\\n"`` followed by the array's little-endian C-order bytes;
-``checksums`` (JSON) has the same digest per key so that a mismatch names the damaged key.
+"""Reading and writing dataset files (schema in ``marl.data.schema``).
 
 Files are gzip-compressed and chunked by episode (chunk ``(1, T, ...)``), and written to
 ``<path>.tmp-<pid>`` first, then renamed: an interrupted write never leaves a file that looks
-complete. ODIS files (no attributes) are read too; their task comes from their path
+complete. Files are read, checked and hashed in blocks of episodes, so a file is never held whole.
+ODIS files (no attributes) are read too; their task comes from their path
 ``.../<map>/<quality>/<run>/part_<k>.h5`` or from ``task=``, and their layout from the task name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from marl.data.errors import DatasetError
+from marl.data.checks import (Digests, check_episodes, check_key_block, check_semantics,
+                              compute_checksums)
 from marl.data.qualities import ALIASES, QUALITIES, check_quality
-
-SCHEMA_VERSION = 1
-DISCRETE_KEYS: tuple[str, ...] = (
-    "obs", "state", "actions", "actions_onehot", "avail_actions", "reward", "terminated", "filled",
-)
-CONTINUOUS_KEYS: tuple[str, ...] = ("obs", "state", "actions", "reward", "terminated", "filled")
-DTYPES: dict[str, np.dtype] = {
-    "obs": np.dtype(np.float32),
-    "state": np.dtype(np.float32),
-    "actions": np.dtype(np.int64),  # continuous tasks: float32 (see key_dtype)
-    "actions_onehot": np.dtype(np.float32),
-    "avail_actions": np.dtype(np.int32),
-    "reward": np.dtype(np.float32),
-    "terminated": np.dtype(np.uint8),
-    "filled": np.dtype(np.int64),
-}
-WON_KEY = "battle_won"  # extra per-episode dataset of our SMAC files (uint8 [E])
-# Read whole; the other keys are read, hashed and checked in blocks of episodes (BLOCK_BYTES).
-SMALL_KEYS = ("actions", "reward", "terminated", "filled")
-PACKED_KEYS = ("obs", "state", "actions_onehot", "avail_actions")  # read_dataset(packed=True)
-BLOCK_BYTES = 32 << 20
-JSON_ATTRS = ("layout", "env_options", "behavior_policy", "quality_definition", "checksums")
-COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-_PART_RE = re.compile(r"^part_(\d+)\.h5$")
-
-
-# ------------------------------------------------------------------------------------ layout
-def keys_for(action_type: str) -> tuple[str, ...]:
-    """The dataset keys a file of this action type ("discrete" | "continuous") must hold."""
-    return DISCRETE_KEYS if action_type == "discrete" else CONTINUOUS_KEYS
-
-
-def key_dtype(key: str, action_type: str) -> np.dtype:
-    if key == "actions" and action_type == "continuous":
-        return np.dtype(np.float32)
-    return DTYPES[key]
-
-
-def layout_from_env_info(info) -> dict:
-    """The ``layout`` attribute of a file recorded on ``info`` (an ``envs.core.EnvInfo``)."""
-    out: dict[str, Any] = {}
-    if hasattr(info.layout, "summary"):
-        out.update(info.layout.summary())
-    out.update(
-        family=info.family,
-        map_name=info.map_name,
-        n_agents=int(info.n_agents),
-        n_enemies=int(info.n_enemies),
-        obs_dim=int(info.obs_dim),
-        state_dim=int(info.state_dim),
-        n_actions=int(info.n_actions),
-        action_type=info.action_type,
-        episode_limit=int(info.episode_limit),
-    )
-    return _jsonable(out)
-
-
-def layout_from_task(task: str, env_options: dict | None = None) -> dict:
-    """The layout of ``task`` from its name alone (no simulator started). Entries a name cannot
-    tell are None: for ``mamujoco`` tasks ``obs_dim``, ``state_dim`` and the layout details
-    need the MuJoCo model. ``env_options`` may change ``episode_limit`` (SMAC) or
-    ``max_cycles`` (MPE). Raises DatasetError for a bad task name."""
-    import envs
-
-    env_options = dict(env_options or {})
-    try:
-        family, map_name = envs.split_task(task)
-        if family.name == "smac":
-            from envs.smac import parse_map
-
-            lay = parse_map(map_name)
-            out = dict(lay.summary())
-            out.update(n_agents=lay.n_agents, n_enemies=lay.n_enemies, obs_dim=lay.obs_dim,
-                       state_dim=lay.state_dim, n_actions=lay.n_actions, action_type="discrete",
-                       episode_limit=int(env_options.get("episode_limit") or lay.episode_limit))
-        elif family.name == "mpe":
-            from envs.mpe import N_ACTIONS, parse_map
-
-            lay = parse_map(map_name)
-            out = dict(lay.summary())
-            out.update(n_agents=lay.n_agents, n_enemies=lay.n_landmarks, obs_dim=lay.obs_dim,
-                       state_dim=lay.state_dim, n_actions=N_ACTIONS, action_type="discrete",
-                       episode_limit=int(env_options.get("max_cycles", 25)))
-        elif family.name == "mamujoco":
-            from envs.mamujoco import SEGMENT_ROBOTS, parse_map
-
-            mt = parse_map(map_name)
-            per_segment = {"ManySegmentAnt": 4, "ManySegmentSwimmer": 1}
-            n_actions = (mt.per_agent * per_segment[mt.robot] if mt.robot in SEGMENT_ROBOTS
-                         else mt.per_agent)
-            out = {"robot": mt.robot, "partition": mt.partition}
-            out.update(n_agents=mt.n_agents, n_enemies=0, obs_dim=None, state_dim=None,
-                       n_actions=n_actions, action_type="continuous", episode_limit=None)
-        else:  # pragma: no cover - a family added to envs without a dataset layout
-            raise DatasetError(f"{task}: no dataset layout is known for family {family.name!r}")
-    except envs.EnvError as exc:
-        raise DatasetError(f"task {task!r}: {exc}") from None
-    out.update(family=family.name, map_name=map_name)
-    return _jsonable(out)
-
-
-def expected_shapes(layout: dict, n_episodes: int | None, n_steps: int | None) -> dict:
-    """Key -> expected shape tuple (None where a size is not fixed by the layout)."""
-    e, t = n_episodes, n_steps
-    a, n = layout.get("n_agents"), layout.get("n_actions")
-    discrete = layout.get("action_type", "discrete") == "discrete"
-    shapes = {
-        "obs": (e, t, a, layout.get("obs_dim")),
-        "state": (e, t, layout.get("state_dim")),
-        "actions": (e, t, a, 1 if discrete else n),
-        "reward": (e, t, 1),
-        "terminated": (e, t, 1),
-        "filled": (e, t, 1),
-    }
-    if discrete:
-        shapes["actions_onehot"] = (e, t, a, n)
-        shapes["avail_actions"] = (e, t, a, n)
-    return shapes
-
-
-_DIM_NAMES = {
-    "obs": ("episodes", "steps", "n_agents", "obs_dim"),
-    "state": ("episodes", "steps", "state_dim"),
-    "actions": ("episodes", "steps", "n_agents", "1 | n_actions"),
-    "actions_onehot": ("episodes", "steps", "n_agents", "n_actions"),
-    "avail_actions": ("episodes", "steps", "n_agents", "n_actions"),
-    "reward": ("episodes", "steps", "1"),
-    "terminated": ("episodes", "steps", "1"),
-    "filled": ("episodes", "steps", "1"),
-}
-
-
-def _fmt_shape(shape: Iterable) -> str:
-    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
-
-
-def check_shapes(arrays: dict[str, np.ndarray], layout: dict, where: str, task: str) -> None:
-    """Every key's shape agrees with the others and with ``layout``; DatasetError otherwise."""
-    if "filled" not in arrays or arrays["filled"].ndim != 3:
-        got = arrays["filled"].shape if "filled" in arrays else None
-        raise DatasetError(f"{where}: key 'filled' has shape {got}; expected (episodes, steps, 1)")
-    n_episodes, n_steps = arrays["filled"].shape[:2]
-    for key, expected in expected_shapes(layout, n_episodes, n_steps).items():
-        shape = arrays[key].shape
-        ok = len(shape) == len(expected) and all(
-            x is None or s == x for s, x in zip(shape, expected))
-        if not ok:
-            names = " x ".join(_DIM_NAMES[key])
-            raise DatasetError(
-                f"{where}: key {key!r} has shape {tuple(shape)}; expected {_fmt_shape(expected)} "
-                f"= ({names}) for {task} (n_agents={layout.get('n_agents')}, "
-                f"obs_dim={layout.get('obs_dim')}, state_dim={layout.get('state_dim')}, "
-                f"n_actions={layout.get('n_actions')})"
-            )
-
-
-# ---------------------------------------------------------------------------------- semantics
-def episode_lengths(filled: np.ndarray) -> np.ndarray:
-    """Filled steps per episode ``[E]`` (int64); an episode of length L has L-1 transitions."""
-    return np.asarray(filled).reshape(filled.shape[0], -1).sum(1).astype(np.int64)
-
-
-def transition_mask(filled: np.ndarray) -> np.ndarray:
-    """``[E, T]`` bool: True at the steps that are transitions (t < L-1)."""
-    lengths = episode_lengths(filled)
-    return np.arange(filled.shape[1])[None, :] < (lengths - 1)[:, None]
-
-
-def check_semantics(arrays: dict[str, np.ndarray], layout: dict, where: str,
-                    battle_won: np.ndarray | None = None) -> None:
-    """The EpisodeBatch conventions of the module doc; DatasetError naming the key and the
-    first offending episode and step otherwise."""
-    _check_episodes(arrays, where, battle_won)
-    n_actions = arrays["avail_actions"].shape[-1] if "avail_actions" in arrays else None
-    for key in keys_for(layout.get("action_type", "discrete")):
-        _check_key(key, arrays[key], arrays["filled"], arrays["actions"], n_actions, layout,
-                   where)
-
-
-def _fail(where: str, key: str, bad: np.ndarray, what: str, first: int = 0) -> None:
-    e, t = (int(i) for i in np.argwhere(bad)[0])
-    raise DatasetError(f"{where}: key {key!r}: episode {first + e} step {t}: {what}")
-
-
-def _check_episodes(arrays: dict[str, np.ndarray], where: str,
-                    battle_won: np.ndarray | None) -> None:
-    """The conventions of the small per-step keys: ``filled`` one block from step 0,
-    ``terminated`` only at the last transition, ``reward`` finite and 0 from the post-terminal
-    step on, won battles terminated."""
-    filled = arrays["filled"][..., 0]
-    steps = np.arange(filled.shape[1])[None, :]
-    if not np.isin(filled, (0, 1)).all():
-        _fail(where, "filled", ~np.isin(filled, (0, 1)), "filled must be 0 or 1")
-    lengths = filled.sum(1)
-    if (filled != (steps < lengths[:, None])).any():
-        _fail(where, "filled", filled != (steps < lengths[:, None]),
-              "filled must be 1 for steps 0..L-1 and 0 after (one contiguous block from step 0)")
-    if (lengths < 2).any():
-        e = int(np.flatnonzero(lengths < 2)[0])
-        raise DatasetError(f"{where}: key 'filled': episode {e} has {lengths[e]} filled steps; "
-                           "expected at least 2 (one transition and the post-terminal step)")
-    term = arrays["terminated"][..., 0]
-    allowed = steps == (lengths - 2)[:, None]
-    if not np.isin(term, (0, 1)).all() or (term.astype(bool) & ~allowed).any():
-        _fail(where, "terminated", ~np.isin(term, (0, 1)) | (term.astype(bool) & ~allowed),
-              "terminated may only be 1, and only at step L-2 (the last transition)")
-    reward = arrays["reward"][..., 0]
-    if not np.isfinite(reward).all():
-        _fail(where, "reward", ~np.isfinite(reward), "reward is not finite")
-    after = steps >= (lengths - 1)[:, None]
-    if (reward[after] != 0).any():
-        _fail(where, "reward", after & (reward != 0),
-              "reward must be 0 from the post-terminal step L-1 on")
-    if battle_won is not None:
-        won_not_term = battle_won.astype(bool) & (term.sum(1) == 0)
-        if won_not_term.any():
-            e = int(np.flatnonzero(won_not_term)[0])
-            raise DatasetError(f"{where}: key {WON_KEY!r}: episode {e} is marked won but its "
-                               "terminated flag is 0 everywhere (a won battle terminates)")
-
-
-def _check_key(key: str, block: np.ndarray, filled: np.ndarray, actions: np.ndarray,
-               n_actions: int | None, layout: dict, where: str, first: int = 0) -> None:
-    """The conventions of one key over a block of episodes ``first, first + 1, ...``
-    (``filled`` and ``actions`` are those episodes' rows): zero padding, finite features, and
-    for discrete actions the ids, availability and one-hot agreeing with each other."""
-    filled_b = filled[..., 0].astype(bool)
-    n_episodes, n_steps = filled_b.shape
-    padding = np.arange(n_steps)[None, :] >= filled_b.sum(1)[:, None]
-    flat = block.reshape(n_episodes, n_steps, -1)
-
-    def fail(name: str, bad: np.ndarray, what: str) -> None:
-        _fail(where, name, bad, what, first)
-
-    if key in ("obs", "state") and not np.isfinite(flat).all():
-        fail(key, ~np.isfinite(flat).all(-1), f"{key} is not finite")
-    if padding.any():
-        nonzero = (flat != 0).any(-1) & padding
-        if nonzero.any():
-            fail(key, nonzero, "steps after the post-terminal step (padding) must be 0")
-    if layout.get("action_type", "discrete") != "discrete":
-        if key == "actions" and not np.isfinite(block).all():
-            fail("actions", ~np.isfinite(block).all(-1).all(-1), "not finite")
-        return
-    ids = actions[..., 0]
-    if key == "actions":
-        out_of_range = ((ids < 0) | (ids >= n_actions)).any(-1) & filled_b
-        if out_of_range.any():
-            fail("actions", out_of_range, f"action ids must be in 0..{n_actions - 1}")
-    elif key == "avail_actions":
-        if not np.isin(block, (0, 1)).all():
-            fail(key, ~np.isin(block, (0, 1)).all(-1), "must be 0 or 1")
-        none_avail = (~block.any(-1)).any(-1) & filled_b  # every agent needs an action
-        if none_avail.any():
-            fail(key, none_avail, "an agent has no available action")
-        chosen = np.take_along_axis(block, np.clip(ids, 0, n_actions - 1)[..., None], -1)
-        unavailable = (chosen[..., 0] == 0).any(-1) & filled_b
-        if unavailable.any():
-            fail("actions", unavailable, "an agent's action is not in its avail_actions")
-    elif key == "actions_onehot":
-        expect = np.eye(n_actions, dtype=np.float32)[np.clip(ids, 0, n_actions - 1)]
-        wrong = (block != expect).any(-1).any(-1) & filled_b
-        if wrong.any():
-            fail(key, wrong, "actions_onehot must be the one-hot of actions")
-
-
-# ----------------------------------------------------------------------------------- checksum
-class _Digests:
-    """The digests of ``compute_checksums``, fed key by key in sorted order and, within a key,
-    block by block along the first axis (C order makes the blocks' bytes the array's bytes)."""
-
-    def __init__(self):
-        self.total = hashlib.sha256()
-        self.per_key: dict[str, str] = {}
-
-    @staticmethod
-    def _little(dtype: np.dtype) -> np.dtype:
-        return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-
-    def start(self, key: str, dtype: np.dtype, shape: Iterable[int]) -> None:
-        header = f"{key}:{self._little(np.dtype(dtype)).str}:{list(shape)}\n".encode()
-        self.key, self.one = key, hashlib.sha256(header)
-        self.total.update(header)
-
-    def update(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self._little(block.dtype))
-        data = memoryview(block.reshape(-1).view(np.uint8)) if block.size else b""
-        self.one.update(data)
-        self.total.update(data)
-
-    def finish(self) -> None:
-        self.per_key[self.key] = "sha256:" + self.one.hexdigest()
-
-    def result(self) -> tuple[str, dict[str, str]]:
-        return "sha256:" + self.total.hexdigest(), self.per_key
-
-
-def compute_checksums(arrays: dict[str, np.ndarray]) -> tuple[str, dict[str, str]]:
-    """``("sha256:<hex>", {key: "sha256:<hex>"})`` over ``arrays`` in sorted key order: for each
-    key ``"<key>:<dtype>:<shape>\\n"`` then its little-endian C-order bytes."""
-    digests = _Digests()
-    for key in sorted(arrays):
-        arr = np.asarray(arrays[key])
-        digests.start(key, arr.dtype, arr.shape)
-        digests.update(arr)
-        digests.finish()
-    return digests.result()
-
-
-# ---------------------------------------------------------------------------------- EpisodeData
-@dataclass
-class EpisodeData:
-    """The episodes of one file (or of an ODIS folder's parts), as numpy arrays.
-
-    ``arrays`` holds exactly the ODIS keys of the task's action type; ``attrs`` the decoded root
-    attributes (for ODIS files: ``task``, ``family``, ``quality``, ``layout`` and
-    ``source_format="odis"``, derived from the path and task name); ``battle_won`` the per-episode
-    SMAC wins when the file has them.
-
-    Keys named in ``packed`` (``read_dataset(..., packed=True)``: the large ``PACKED_KEYS``) hold
-    only the filled steps, episode after episode: ``[sum of lengths, ...]`` instead of
-    ``[E, T, ...]``; episode ``e``'s steps are the rows ``starts[e] .. starts[e] + lengths[e]``.
-    The small keys (``filled``, ``reward``, ``terminated``, ``actions``) are always padded."""
-
-    arrays: dict[str, np.ndarray]
-    attrs: dict
-    path: str
-    battle_won: np.ndarray | None = field(default=None)
-    packed: tuple[str, ...] = ()
-
-    @property
-    def task(self) -> str:
-        return self.attrs["task"]
-
-    @property
-    def quality(self) -> str | None:
-        return self.attrs.get("quality")
-
-    @property
-    def layout(self) -> dict:
-        return self.attrs.get("layout", {})
-
-    @property
-    def n_episodes(self) -> int:
-        return int(self.arrays["filled"].shape[0])
-
-    @property
-    def n_steps(self) -> int:
-        """T, the padded number of steps per episode."""
-        return int(self.arrays["filled"].shape[1])
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Filled steps per episode ``[E]`` int64 (transitions + 1)."""
-        return episode_lengths(self.arrays["filled"])
-
-    @property
-    def starts(self) -> np.ndarray:
-        """First row of each episode in the ``packed`` keys ``[E]`` int64."""
-        lengths = self.lengths
-        return np.cumsum(lengths) - lengths
-
-    @property
-    def returns(self) -> np.ndarray:
-        """Sum of the reward over each episode's transitions ``[E]`` (float64)."""
-        reward = self.arrays["reward"][..., 0].astype(np.float64)
-        return (reward * transition_mask(self.arrays["filled"])).sum(1)
-
-    @property
-    def wins(self) -> np.ndarray | None:
-        """Per-episode battle won ``[E]`` bool (SMAC files that recorded it), else None."""
-        return None if self.battle_won is None else self.battle_won.astype(bool)
-
+from marl.data.schema import (BLOCK_BYTES, COMPRESSION, JSON_ATTRS, PACKED_KEYS, PART_FILE,
+                              SCHEMA_VERSION, SMALL_KEYS, WON_KEY, EpisodeData, check_shapes,
+                              episode_lengths, jsonable, key_dtype, keys_for,
+                              layout_from_env_info, layout_from_task, transition_mask)
 
 # ------------------------------------------------------------------------------------- writing
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (numpy scalars/arrays, tuples and mappings converted)."""
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def _coerce(key: str, value: Any, dtype: np.dtype, where: str) -> np.ndarray:
     """``value`` as ``dtype`` when that loses nothing (bool/int -> int, any real -> float32);
     DatasetError for floats given where integers are expected or out-of-range integers."""
@@ -597,10 +174,10 @@ def write_dataset(
         "family": family.name,
         "backend": backend,
         "layout": layout,
-        "env_options": _jsonable(env_options),
+        "env_options": jsonable(env_options),
         "quality": quality_def.name,
         "quality_definition": quality_def.as_dict(),
-        "behavior_policy": _jsonable(behavior_policy),
+        "behavior_policy": jsonable(behavior_policy),
         **stats,
         "seed": int(seed),
         "created_by": f"marl {_version()}",
@@ -807,7 +384,7 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
         return arr if arr.dtype == want else _coerce(key, arr, want, where)
 
     small = {key: typed(key, _load(stored[key], where)) for key in SMALL_KEYS if key in required}
-    digests = _Digests() if verify and ours and "checksum" in attrs else None
+    digests = Digests() if verify and ours and "checksum" in attrs else None
     problem: DatasetError | None = None
 
     def check(fn, *args) -> None:
@@ -820,11 +397,11 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
 
     def check_key(key: str, block: np.ndarray, first: int) -> None:
         last = first + len(block)
-        check(_check_key, key, block, small["filled"][first:last], small["actions"][first:last],
+        check(check_key_block, key, block, small["filled"][first:last], small["actions"][first:last],
               n_actions, layout, where, first)
 
     n_actions = stored["avail_actions"].shape[-1] if "avail_actions" in stored else None
-    check(_check_episodes, small, where, won)
+    check(check_episodes, small, where, won)
     filled = small["filled"][..., 0].astype(bool)
     rows = np.concatenate([[0], np.cumsum(filled.sum(1))])  # first row of each episode
     to_pack = tuple(k for k in PACKED_KEYS if k in required) if packed else ()
@@ -878,7 +455,7 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
 
 def _part_files(folder: Path) -> list[Path]:
     parts = [(int(m.group(1)), p) for p in folder.iterdir()
-             if p.is_file() and (m := _PART_RE.match(p.name))]
+             if p.is_file() and (m := PART_FILE.match(p.name))]
     return [p for _, p in sorted(parts)]
 
 
@@ -971,83 +548,3 @@ def concat_episodes(datas: list[EpisodeData]) -> dict[str, np.ndarray]:
             pieces.append(arr)
         out[key] = np.concatenate(pieces, axis=0)
     return out
-
-
-# ---------------------------------------------------------------------------------- the card
-def _histogram(values: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
-    counts, edges = np.histogram(values, bins=bins)
-    top = max(int(counts.max()), 1)
-    lines = []
-    for i, count in enumerate(counts):
-        bar = "#" * int(round(width * count / top))
-        lines.append(f"    [{edges[i]:9.3f}, {edges[i + 1]:9.3f}{']' if i == bins - 1 else ')'}"
-                     f" {int(count):7d} {bar}")
-    return lines
-
-
-def dataset_card(path: str | os.PathLike, task: str | None = None) -> str:
-    """A human-readable summary of a dataset file or ODIS folder: episodes, transitions, episode
-    lengths, returns (with a 10-bin text histogram), win rate, layout, quality, behaviour policy
-    and whether the checksum and conventions verify."""
-    try:
-        data = read_dataset(path, task=task, verify=True)
-        verdict = "OK"
-    except DatasetError as exc:
-        data = read_dataset(path, task=task, verify=False)
-        verdict = f"FAILED: {exc}"
-    attrs = data.attrs
-    lengths, returns, wins = data.lengths, data.returns, data.wins
-    transitions = lengths - 1
-    layout = data.layout
-    if attrs.get("checksum"):
-        check = f"checksum {attrs['checksum']} and conventions verified: {verdict}"
-    else:
-        check = f"no checksum (ODIS file or merged parts); conventions verified: {verdict}"
-    lines = [
-        f"dataset {data.path}",
-        f"  task:            {data.task} (family {attrs.get('family')}, "
-        f"backend {attrs.get('backend', 'unknown')})",
-        "  format:          " + (
-            f"marl schema {attrs['schema_version']}, {attrs.get('created_by')}"
-            if attrs.get("schema_version") else "ODIS (no attributes)"),
-        f"  quality:         {data.quality}"
-        + (f" - {attrs['quality_definition']['description']}"
-           if attrs.get("quality_definition") else ""),
-        "  behaviour policy: " + (json.dumps(attrs["behavior_policy"])
-                                   if attrs.get("behavior_policy") else "not recorded"),
-        "  actions:         " + _sampling_line(attrs.get("behavior_policy")),
-        f"  seed:            {attrs.get('seed', 'not recorded')}",
-        f"  episodes:        {data.n_episodes} (padded to {data.n_steps} steps)",
-        f"  transitions:     {int(transitions.sum())}",
-        f"  episode length:  mean {transitions.mean():.2f}, min {transitions.min()}, max "
-        f"{transitions.max()} transitions (filled steps {lengths.min()}..{lengths.max()})",
-        f"  return:          mean {returns.mean():.4f}, std {returns.std():.4f}, min "
-        f"{returns.min():.4f}, max {returns.max():.4f}",
-        "  win rate:        " + (f"{wins.mean() * 100:.2f} % ({int(wins.sum())}/{len(wins)})"
-                                 if wins is not None else "not recorded"),
-        f"  terminated:      {int(data.arrays['terminated'].sum())} of {data.n_episodes} "
-        "episodes (the others ended at the time limit)",
-        "  return histogram:",
-        *_histogram(returns),
-        "  layout:          " + ", ".join(f"{k}={v}" for k, v in layout.items()),
-        f"  env options:     {json.dumps(attrs.get('env_options'))}",
-        f"  {check}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _sampling_line(policy) -> str:
-    """How the behaviour policy chose the recorded actions (``sampling``; files written before
-    it was recorded said ``greedy`` true/false)."""
-    if not isinstance(policy, dict):
-        return "not recorded"
-    sampling = policy.get("sampling")
-    if sampling is None and "greedy" in policy:
-        sampling = "greedy" if policy["greedy"] else "sampled"
-    if sampling is None and "joined" in policy:
-        return " + ".join(_sampling_line(p) for p in policy["joined"])
-    if isinstance(sampling, str) and sampling.startswith("epsilon:"):
-        return (f"{sampling} (the most likely action, a uniformly random available one with "
-                f"probability {sampling.split(':', 1)[1]})")
-    return {"greedy": "greedy (the policy's most likely action)",
-            "sampled": "sampled from the policy"}.get(sampling, sampling or "not recorded")

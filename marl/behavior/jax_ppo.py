@@ -10,7 +10,7 @@ writes checkpoints between programs. The simulator program is ``envs.smax``'s ow
 The networks are the entity networks of :mod:`marl.behavior`, written as functions of a flat
 parameter dict whose names and shapes are those of the torch modules' ``state_dict``: a snapshot
 is the same safetensors file the torch trainer writes and loads into
-:class:`marl.behavior.EntityActor` unchanged, so collection, export and data qualities work as
+:class:`marl.behavior.policy.EntityActor` unchanged, so collection, export and data qualities work as
 before. Observations become entity tokens as :func:`marl.entity.smac.parse_smac_obs` makes
 them (``tests/test_behavior_jax.py`` checks that tokens, logits and actions agree).
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from envs.core import EnvError
 from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS
-from marl.behavior import BehaviorConfig, learning_rate, read_checkpoint, save_snapshot
+from marl.behavior.policy import BehaviorConfig, learning_rate, read_checkpoint, save_snapshot
 from marl.checkpoint import atomic_save
 from marl.entity import smac as ent
 
@@ -167,7 +167,7 @@ def _pool(x):
 
 
 def actor_init(key, hidden: int, value_head: bool = False, recurrent: bool = False) -> dict:
-    """:class:`marl.behavior.EntityActor`'s parameters (``value_head``: IPPO's V(o_i) instead
+    """:class:`marl.behavior.policy.EntityActor`'s parameters (``value_head``: IPPO's V(o_i) instead
     of the action heads; ``recurrent``: a GRU cell, torch's ``nn.GRUCell``, on the context)."""
     import jax
 
@@ -681,7 +681,7 @@ def _from_host(leaves: list, like, path: Path):
 
 
 def export_params(actor: dict) -> dict:
-    """Actor parameters as torch tensors named as :class:`marl.behavior.EntityActor`'s."""
+    """Actor parameters as torch tensors named as :class:`marl.behavior.policy.EntityActor`'s."""
     import torch
 
     return {name: torch.from_numpy(np.array(value, np.float32)) for name, value in actor.items()}
