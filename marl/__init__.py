@@ -2,5 +2,5 @@
 
 from pathlib import Path
 
-# behaviour policies shipped with the repository (datasets/policies/<task>/)
-SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "datasets" / "policies"
+# behaviour policies shipped as package data (marl/policies/<task>/)
+SHIPPED_POLICIES = Path(__file__).resolve().parent / "policies"

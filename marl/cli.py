@@ -47,7 +47,7 @@ def _envs_list(args: argparse.Namespace) -> None:
                              for b in fam.backends)
         print(f"  {fam.name:<9} {fam.description}\n"
               f"            backends: {backends}\n            maps: {fam.map_help}")
-    print("\nTask sets (datasets/tasksets/):")
+    print("\nTask sets (envs/tasksets/):")
     for name in list_tasksets():
         ts = load_taskset(name)
         print(f"  {name:<18} {ts.family:<9} train {len(ts.train_tasks)}, unseen "
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.set_defaults(func=_behavior_train)
     export = behavior_cmds.add_parser("export", help="keep the snapshots data qualities need")
     export.add_argument("run", help="a `marl behavior train` folder")
-    export.add_argument("--out", required=True, help="e.g. datasets/policies/smac_3m")
+    export.add_argument("--out", required=True, help="e.g. marl/policies/smac_3m")
     export.add_argument("--command-line", default="", help="the training command, for provenance")
     export.add_argument("--medium-run", default=None,
                         help="a denser-snapshot run of the same task to take medium/replay from")
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = groups.add_parser("collect", help="record a dataset from behaviour-policy snapshots")
     col.add_argument("--task", required=True)
-    col.add_argument("--policy", required=True, help="a behaviour run or datasets/policies/<task> folder")
+    col.add_argument("--policy", required=True, help="a behaviour run or marl/policies/<task> folder")
     col.add_argument("--quality", required=True, help="expert, medium, medium-replay, medium-expert, poor")
     col.add_argument("--episodes", type=_positive_int, default=2000)
     col.add_argument("--out", required=True, help="HDF5 file to write (re-running resumes)")

@@ -7,7 +7,7 @@ keeps the finished shards and collects only the missing ones (shard ``k`` always
 ``seed + k``, so the result does not depend on where it was interrupted), then merges the shards
 into ``out`` with an atomic rename. A file at ``out`` is therefore always complete.
 
-Policies come from a behaviour-policy folder (``datasets/policies/<task>/`` or a
+Policies come from a behaviour-policy folder (``marl/policies/<task>/`` or a
 ``marl behavior train`` run): ``poor``, ``medium`` and ``expert`` use one snapshot greedily, as
 ODIS collected its data in test mode; ``medium-replay`` samples (stochastically, like training
 rollouts) from every snapshot up to the medium one in equal shares; ``medium-expert`` joins a
@@ -127,7 +127,7 @@ def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot
 def export_policies(run: str | Path, out: str | Path, max_replay: int = 4, command: str = "",
                     medium_run: str | Path | None = None, medium_command: str = "") -> dict:
     """Copy the snapshots the data qualities need from a behaviour run into a policy folder to
-    ship (``datasets/policies/<task>/``), named by what they are for: the first (``poor``), up
+    ship (``marl/policies/<task>/``), named by what they are for: the first (``poor``), up
     to ``max_replay`` evenly spaced ones before the medium one (``replay_*``, medium-replay),
     ``medium`` and ``expert``, each with its provenance record, plus ``provenance.json``
     (command, seed, steps, measured results).

@@ -27,7 +27,7 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    taskset: str = "marine-easy"  # name in datasets/tasksets or a YAML path
+    taskset: str = "marine-easy"  # name in envs/tasksets or a YAML path
     quality: str = "expert"
     root: str = "datasets/data"  # dataset root laid out by `marl datasets build`
     episodes: Optional[int] = 2000  # per task (ODIS: 2000); null = all

@@ -1,7 +1,7 @@
 """``marl quickstart``: the whole pipeline on the embedded simulator, in minutes on a laptop.
 
 1. build marine-easy expert datasets (3m, 5m, 10m) from the shipped behaviour policies;
-2. train HiSSD on them (``experiments/hissd/quickstart.yaml``);
+2. train HiSSD on them (``marl/quickstart.yaml``);
 3. evaluate it greedily on the training maps and on unseen maps (zero-shot);
 4. write ``results.md`` / ``results.json`` and a skill figure (``skills.png``): 2-D PCA of the
    common and task-specific skills of dataset steps, coloured by task.
@@ -19,7 +19,7 @@ import torch
 
 from marl import SHIPPED_POLICIES
 
-CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "hissd" / "quickstart.yaml"
+CONFIG = Path(__file__).resolve().parent / "quickstart.yaml"  # package data
 UNSEEN = ("smac:4m", "smac:7m", "smac:12m")
 
 

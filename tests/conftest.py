@@ -68,7 +68,7 @@ env_options: {}
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """(task-set YAML, data root): expert datasets of smac:3m and smac:5m_vs_6m, 24 episodes
-    each, collected on SMAX from datasets/policies."""
+    each, collected on SMAX from marl/policies."""
     from marl.collect import build_taskset
 
     root = tmp_path_factory.mktemp("tiny-data")

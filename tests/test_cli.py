@@ -64,13 +64,13 @@ def test_collect_with_env_options(tmp_path, capsys):
     """`--env-option` sets the simulator (here the delayed opponent); the card shows it; a
     malformed option is one error line."""
     out = tmp_path / "3m.h5"
-    assert main(["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+    assert main(["collect", "--task", "smac:3m", "--policy", "marl/policies/smac_3m",
                  "--quality", "poor", "--episodes", "4", "--num-envs", "4", "--out", str(out),
                  "--env-option", "enemy_reaction=0.8"]) == 0
     capsys.readouterr()
     assert main(["datasets", "inspect", str(out)]) == 0
     assert '{"enemy_reaction": 0.8}' in capsys.readouterr().out
-    result = run("collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+    result = run("collect", "--task", "smac:3m", "--policy", "marl/policies/smac_3m",
                  "--quality", "poor", "--out", str(tmp_path / "x.h5"), "--env-option", "fast")
     assert result.returncode == 2 and "--env-option 'fast': expected KEY=VALUE" in result.stderr
 
@@ -103,7 +103,7 @@ def test_behavior_train_refuses_a_discount_outside_0_1(tmp_path, capsys):
     (["behavior", "train", "smac:3m", "--hidden", "0"], "--hidden", "0"),
     (["behavior", "train", "smac:3m", "--steps", "-5"], "--steps", "-5"),
     (["behavior", "train", "smac:3m", "--lr", "0"], "--lr", "0"),
-    (["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m", "--quality",
+    (["collect", "--task", "smac:3m", "--policy", "marl/policies/smac_3m", "--quality",
       "expert", "--episodes", "0"], "--episodes", "0"),
     (["datasets", "build", "marine-easy", "--quality", "expert", "--episodes", "-3"], "--episodes", "-3"),
     (["evaluate", "RUN", "--workers", "0"], "--workers", "0"),
@@ -121,13 +121,13 @@ def test_counts_and_step_sizes_must_be_positive(tmp_path, capsys, argv, option, 
 
 def test_collect_sampling_is_recorded_and_a_bad_one_is_one_error_line(tmp_path, capsys):
     out = tmp_path / "3m.h5"
-    assert main(["collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+    assert main(["collect", "--task", "smac:3m", "--policy", "marl/policies/smac_3m",
                  "--quality", "expert", "--episodes", "4", "--num-envs", "4", "--out", str(out),
                  "--sampling", "epsilon:0.2"]) == 0
     capsys.readouterr()
     assert main(["datasets", "inspect", str(out)]) == 0
     assert "actions:         epsilon:0.2" in capsys.readouterr().out
-    result = run("collect", "--task", "smac:3m", "--policy", "datasets/policies/smac_3m",
+    result = run("collect", "--task", "smac:3m", "--policy", "marl/policies/smac_3m",
                  "--quality", "expert", "--out", str(tmp_path / "x.h5"), "--sampling", "mostly")
     assert result.returncode == 2 and "sampling='mostly'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "x.h5").exists()

@@ -3,7 +3,7 @@
     python experiments/bench/collect.py [--task smac:9m_vs_10m] [--policy DIR]
         [--episodes 2000] [--num-envs 64] [--out FILE]
 
-The policy defaults to the task's shipped behaviour policy (``datasets/policies/<task>``), which
+The policy defaults to the task's shipped behaviour policy (``marl/policies/<task>``), which
 plays the opponent it was trained against (9m_vs_10m: marine-hard's ``enemy_reaction`` 0.8), so
 the default run is the issue's target: 2000 expert episodes of 9m_vs_10m. Any policy of the
 family acts on any map; speed depends on the policy only through episode length, which is

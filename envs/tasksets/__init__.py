@@ -1,6 +1,6 @@
 """Task sets: which tasks a run trains on and which unseen tasks it is evaluated on.
 
-A task set is a YAML file in ``datasets/tasksets/`` (or any path given directly)::
+A task set is a YAML file in ``envs/tasksets/`` (or any path given directly)::
 
     name: marine-hard
     family: smac
@@ -26,8 +26,8 @@ import yaml
 
 from envs import FAMILIES, EnvError, split_task
 
-TASKSET_DIR = Path(os.environ.get(
-    "MARL_TASKSETS", Path(__file__).resolve().parents[1] / "datasets" / "tasksets"))
+# the shipped task sets are package data, beside this file ($MARL_TASKSETS: another folder)
+TASKSET_DIR = Path(os.environ.get("MARL_TASKSETS", Path(__file__).resolve().parent))
 REQUIRED_KEYS = ("name", "family", "train_tasks", "test_tasks", "qualities")
 OPTIONAL_KEYS = ("description", "env_options")
 # Checks a map name without building a simulator: family -> "module:function" raising EnvError.
