@@ -135,3 +135,24 @@ def test_capacity_matched_bc_has_the_parameters_of_hissds_acting_path():
     assert abs(matched - acting) / acting < 0.05 and plain < acting / 3
     assert _compare_script().run_table(["bc-matched"], [], "marine-hard") == {
         "bc-matched": ("bc-matched", [])}
+
+
+@pytest.mark.parametrize("name", ["bc", "bc-matched", "odis", "updet"])
+def test_each_baseline_config_runs_alone_on_hissds_budget_and_data(name):
+    """`marl train --config experiments/baselines/NAME.yaml` is a complete run: its algorithm on
+    marine-hard with exactly the budget, data and evaluation of HiSSD's marine-hard config (a
+    fair row needs the same data and updates), not the defaults' marine-easy."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    cfg = load_config(root / "baselines" / f"{name}.yaml", [])
+    hissd = load_config(root / "hissd" / "marine-hard.yaml", [])
+    assert cfg.algo == ("bc" if name.startswith("bc") else name)
+    for key in ("updates", "batch_size", "lr", "log_interval", "checkpoint_interval",
+                "data", "eval"):
+        mine, theirs = cfg[key], hissd[key]
+        if OmegaConf.is_config(mine):
+            mine, theirs = OmegaConf.to_container(mine), OmegaConf.to_container(theirs)
+        assert mine == theirs, key
