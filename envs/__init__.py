@@ -18,11 +18,23 @@ from envs.core import (BackendUnavailableError, BatchedEnv, EnvError, EnvInfo, O
 
 @dataclass(frozen=True)
 class Family:
+    """One task family: its backends and the module that knows its map names. That module
+    (``module``) provides ``parse_map(map_name)`` (a layout, or EnvError) and
+    ``layout_from_name(map_name, options) -> dict`` (what a dataset file records about a task,
+    known from its name without starting a simulator)."""
+
     name: str
     description: str
     backends: dict[str, str]  # backend name -> "module:Class"
     default_backend: str
     map_help: str  # what map names are accepted
+    module: str  # e.g. "envs.smac"
+
+    def parse_map(self, map_name: str):
+        return importlib.import_module(self.module).parse_map(map_name)
+
+    def layout_from_name(self, map_name: str, options: dict | None = None) -> dict:
+        return importlib.import_module(self.module).layout_from_name(map_name, dict(options or {}))
 
 
 FAMILIES: dict[str, Family] = {
@@ -32,6 +44,7 @@ FAMILIES: dict[str, Family] = {
         backends={"smax": "envs.smax:SmaxEnv", "sc2": "envs.sc2:SC2Env"},
         default_backend="smax",
         map_help="Nm, Nm_vs_Mm, XsYz or XsYz_vs_XsYz (e.g. 3m, 5m_vs_6m, 2s3z, 3s5z_vs_3s6z)",
+        module="envs.smac",
     ),
     "mamujoco": Family(
         name="mamujoco",
@@ -40,6 +53,7 @@ FAMILIES: dict[str, Family] = {
         default_backend="mujoco",
         map_help="Robot-PARTITION, e.g. HalfCheetah-2x3, Ant-4x2, Hopper-3x1, "
         "ManySegmentAnt-3x2, or a custom factorization HalfCheetah-3x2",
+        module="envs.mamujoco",
     ),
     "mpe": Family(
         name="mpe",
@@ -47,6 +61,7 @@ FAMILIES: dict[str, Family] = {
         backends={"mpe2": "envs.mpe:MPEEnv"},
         default_backend="mpe2",
         map_help="spread-N with N agents and N landmarks, e.g. spread-3",
+        module="envs.mpe",
     ),
 }
 

@@ -320,6 +320,21 @@ class MujocoTask:
         return self.n_agents * self.per_agent if self.robot in SEGMENT_ROBOTS else 0
 
 
+# joints (action entries) per segment of the segmented robots
+SEGMENT_JOINTS = {"ManySegmentAnt": 4, "ManySegmentSwimmer": 1}
+
+
+def layout_from_name(map_name: str, options: dict) -> dict:
+    """What a dataset records about a MuJoCo task that its name tells: agents and their largest
+    action size. Observation and state sizes need the MuJoCo model (None here)."""
+    mt = parse_map(map_name)
+    n_actions = (mt.per_agent * SEGMENT_JOINTS[mt.robot] if mt.robot in SEGMENT_ROBOTS
+                 else mt.per_agent)
+    return {"robot": mt.robot, "partition": mt.partition, "n_agents": mt.n_agents,
+            "n_enemies": 0, "obs_dim": None, "state_dim": None, "n_actions": n_actions,
+            "action_type": "continuous", "episode_limit": None}
+
+
 def parse_map(map_name: str) -> MujocoTask:
     """Parse and check a ``Robot-NxK`` map name, or raise EnvError saying what is accepted."""
     match = _MAP_RE.match(map_name) if isinstance(map_name, str) else None

@@ -79,6 +79,17 @@ class MpeLayout:
         return out
 
 
+def layout_from_name(map_name: str, options: dict) -> dict:
+    """What a dataset records about an MPE task, from its name (``max_cycles``, 25 by default,
+    is its episode limit)."""
+    lay = parse_map(map_name)
+    out = dict(lay.summary())
+    out.update(n_agents=lay.n_agents, n_enemies=lay.n_landmarks, obs_dim=lay.obs_dim,
+               state_dim=lay.state_dim, n_actions=N_ACTIONS, action_type="discrete",
+               episode_limit=int(options.get("max_cycles", 25)))
+    return out
+
+
 def parse_map(map_name: str) -> MpeLayout:
     """Layout of an MPE task name, or EnvError saying what names are accepted."""
     m = _SPREAD.match(map_name) if isinstance(map_name, str) else None

@@ -163,6 +163,17 @@ def smac_env_info(layout: SmacLayout, backend: str, episode_limit, options: dict
         episode_limit=int(limit), layout=layout, options=options)
 
 
+def layout_from_name(map_name: str, options: dict) -> dict:
+    """What a dataset records about a SMAC task, from its name (``episode_limit`` may be
+    overridden by the options)."""
+    lay = parse_map(map_name)
+    out = dict(lay.summary())
+    out.update(n_agents=lay.n_agents, n_enemies=lay.n_enemies, obs_dim=lay.obs_dim,
+               state_dim=lay.state_dim, n_actions=lay.n_actions, action_type="discrete",
+               episode_limit=int(options.get("episode_limit") or lay.episode_limit))
+    return out
+
+
 def parse_map(map_name: str) -> SmacLayout:
     """Layout of a SMAC map name, or EnvError saying what names are accepted."""
     if not isinstance(map_name, str):

@@ -16,7 +16,6 @@ Every task name is validated when the file is loaded (no simulator is started).
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,6 @@ from envs import FAMILIES, EnvError, split_task
 TASKSET_DIR = Path(os.environ.get("MARL_TASKSETS", Path(__file__).resolve().parent))
 REQUIRED_KEYS = ("name", "family", "train_tasks", "test_tasks", "qualities")
 OPTIONAL_KEYS = ("description", "env_options")
-# Checks a map name without building a simulator: family -> "module:function" raising EnvError.
-MAP_VALIDATORS = {
-    "smac": "envs.smac:parse_map",
-    "mamujoco": "envs.mamujoco:parse_map",
-    "mpe": "envs.mpe:parse_map",
-}
 
 
 @dataclass(frozen=True)
@@ -62,8 +55,7 @@ def list_tasksets() -> list[str]:
 def validate_task(task: str) -> None:
     """Raise EnvError if ``task`` is not a valid ``family:map`` name."""
     family, map_name = split_task(task)
-    module, function = MAP_VALIDATORS[family.name].split(":")
-    getattr(importlib.import_module(module), function)(map_name)
+    family.parse_map(map_name)  # without building a simulator
 
 
 def load_taskset(name_or_path: str) -> TaskSet:

@@ -16,14 +16,36 @@ from typing import Any
 
 import numpy as np
 
+import envs
+from marl.data.checks import (
+    Digests,
+    check_episodes,
+    check_key_block,
+    check_semantics,
+    compute_checksums,
+)
 from marl.data.errors import DatasetError
-from marl.data.checks import (Digests, check_episodes, check_key_block, check_semantics,
-                              compute_checksums)
 from marl.data.qualities import ALIASES, QUALITIES, check_quality
-from marl.data.schema import (BLOCK_BYTES, COMPRESSION, JSON_ATTRS, PACKED_KEYS, PART_FILE,
-                              SCHEMA_VERSION, SMALL_KEYS, WON_KEY, EpisodeData, check_shapes,
-                              episode_lengths, jsonable, key_dtype, keys_for,
-                              layout_from_env_info, layout_from_task, transition_mask)
+from marl.data.schema import (
+    BLOCK_BYTES,
+    COMPRESSION,
+    JSON_ATTRS,
+    PACKED_KEYS,
+    PART_FILE,
+    SCHEMA_VERSION,
+    SMALL_KEYS,
+    WON_KEY,
+    EpisodeData,
+    check_shapes,
+    episode_lengths,
+    jsonable,
+    key_dtype,
+    keys_for,
+    layout_from_env_info,
+    layout_from_task,
+    transition_mask,
+)
+
 
 # ------------------------------------------------------------------------------------- writing
 def _coerce(key: str, value: Any, dtype: np.dtype, where: str) -> np.ndarray:
@@ -100,8 +122,6 @@ def write_dataset(
     its sizes need the MuJoCo model). Values are converted to the format's dtypes where nothing
     is lost (bool masks to int32, bool flags to uint8, ...). ``battle_won`` (bool ``[E]``) is
     SMAC's per-episode outcome and gives the ``win_rate`` attribute. Raises DatasetError."""
-    import envs
-
     path = os.fspath(path)
     where = path
     quality_def = _checked_quality(quality, where)
@@ -242,18 +262,13 @@ def _infer_from_path(file: Path) -> tuple[str | None, str | None]:
 
 
 def _task_from_map(map_name: str) -> str | None:
-    """The task an ODIS map folder name denotes (SMAC first, then MPE, then MuJoCo)."""
-    import importlib
-
-    from envs import EnvError
-
-    for family, module in (("smac", "envs.smac"), ("mpe", "envs.mpe"),
-                           ("mamujoco", "envs.mamujoco")):
+    """The task an ODIS map folder name denotes: the first family whose map names include it."""
+    for family in envs.FAMILIES.values():
         try:
-            importlib.import_module(module).parse_map(map_name)
-        except EnvError:
+            family.parse_map(map_name)
+        except envs.EnvError:
             continue
-        return f"{family}:{map_name}"
+        return f"{family.name}:{map_name}"
     return None
 
 

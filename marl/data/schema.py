@@ -52,8 +52,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+import envs
 from marl.data.errors import DatasetError
-
 
 SCHEMA_VERSION = 1
 DISCRETE_KEYS: tuple[str, ...] = (
@@ -116,39 +116,9 @@ def layout_from_task(task: str, env_options: dict | None = None) -> dict:
     tell are None: for ``mamujoco`` tasks ``obs_dim``, ``state_dim`` and the layout details
     need the MuJoCo model. ``env_options`` may change ``episode_limit`` (SMAC) or
     ``max_cycles`` (MPE). Raises DatasetError for a bad task name."""
-    import envs
-
-    env_options = dict(env_options or {})
     try:
         family, map_name = envs.split_task(task)
-        if family.name == "smac":
-            from envs.smac import parse_map
-
-            lay = parse_map(map_name)
-            out = dict(lay.summary())
-            out.update(n_agents=lay.n_agents, n_enemies=lay.n_enemies, obs_dim=lay.obs_dim,
-                       state_dim=lay.state_dim, n_actions=lay.n_actions, action_type="discrete",
-                       episode_limit=int(env_options.get("episode_limit") or lay.episode_limit))
-        elif family.name == "mpe":
-            from envs.mpe import N_ACTIONS, parse_map
-
-            lay = parse_map(map_name)
-            out = dict(lay.summary())
-            out.update(n_agents=lay.n_agents, n_enemies=lay.n_landmarks, obs_dim=lay.obs_dim,
-                       state_dim=lay.state_dim, n_actions=N_ACTIONS, action_type="discrete",
-                       episode_limit=int(env_options.get("max_cycles", 25)))
-        elif family.name == "mamujoco":
-            from envs.mamujoco import SEGMENT_ROBOTS, parse_map
-
-            mt = parse_map(map_name)
-            per_segment = {"ManySegmentAnt": 4, "ManySegmentSwimmer": 1}
-            n_actions = (mt.per_agent * per_segment[mt.robot] if mt.robot in SEGMENT_ROBOTS
-                         else mt.per_agent)
-            out = {"robot": mt.robot, "partition": mt.partition}
-            out.update(n_agents=mt.n_agents, n_enemies=0, obs_dim=None, state_dim=None,
-                       n_actions=n_actions, action_type="continuous", episode_limit=None)
-        else:  # pragma: no cover - a family added to envs without a dataset layout
-            raise DatasetError(f"{task}: no dataset layout is known for family {family.name!r}")
+        out = family.layout_from_name(map_name, env_options)
     except envs.EnvError as exc:
         raise DatasetError(f"task {task!r}: {exc}") from None
     out.update(family=family.name, map_name=map_name)
