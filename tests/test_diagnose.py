@@ -15,7 +15,7 @@ from marl.cli import main
 from marl.diagnose import (DiagnoseError, _corr, variance_ratio, advantage_figures,
                            diagnose_run, scalars, skill_health, value_figures)
 from marl.nets import TransformerMixer, family_spec
-from marl.nets.tokens import Tokens
+from marl.entity import Tokens
 
 TINY = HissdConfig(dim=16, ffn_mult=2, hidden=32, skill_dim=16, mixer_dim=8,
                    contrastive_samples=16, steps_per_episode=4)

@@ -208,14 +208,14 @@ class _Mujoco:
         return joints, view.joint_mask.flatten(-2), view.root, torch.ones(view.root.shape[:-1], dtype=torch.bool)
 
 
-FAMILIES = {"smac": _Smac, "mpe": _Mpe, "mamujoco": _Mujoco}
+ADAPTERS = {"smac": _Smac, "mpe": _Mpe, "mamujoco": _Mujoco}  # family -> how a behaviour policy sees it
 
 
 def family_adapter(info):
-    if info.family not in FAMILIES:
-        raise EnvError(f"behaviour policies are trained for families {sorted(FAMILIES)}, "
+    if info.family not in ADAPTERS:
+        raise EnvError(f"behaviour policies are trained for families {sorted(ADAPTERS)}, "
                        f"not {info.family!r} ({info.task})")
-    return FAMILIES[info.family](info)
+    return ADAPTERS[info.family](info)
 
 
 def make_actor(info, hidden: int, recurrent: bool = False) -> nn.Module:

@@ -11,8 +11,11 @@ indexing, with tables built once per layout: no Python loop over agents or entit
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, Callable
 
 import torch
+
+AGENT_ID_BITS = 4  # binary agent id of i + 1 (the released code's binary_embed): 15 agents
 
 
 def _pad_tokens(tokens: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,3 +67,49 @@ class EntityState:
 
     def map(self, fn) -> "EntityState":
         return EntityState(*(fn(getattr(self, f.name)) for f in fields(self)))
+
+
+# ------------------------------------------------------------------- token views of a family
+@dataclass
+class Tokens:
+    """Token groups ``[..., n_g, F_g]`` with their bool masks ``[..., n_g]``."""
+
+    groups: list[torch.Tensor]
+    masks: list[torch.Tensor]
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Tokens":
+        return Tokens([fn(g) for g in self.groups], [fn(m) for m in self.masks])
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """How an algorithm's networks see one family: token widths, actions, and the functions
+    that make observation, state and last-action tokens (``marl.nets.tokens`` says more)."""
+
+    name: str
+    obs_dims: tuple[int, ...]
+    state_dims: tuple[int, int]
+    discrete: bool
+    n_own_actions: int  # logits from the own token (discrete families)
+    entity_group: int | None  # obs group whose tokens each drive one action entry
+    obs_tokens: Callable[[Any], Tokens]
+    state_tokens: Callable[[Any, Any], Tokens]  # (state, obs view) -> [agents, others]
+    # how the state's "others" line up with the agents' last observation group: False, one
+    # state token per observed entity, seen by several agents (SMAC enemies, MPE landmarks);
+    # True, every agent's observed entities in agent order (MuJoCo joints)
+    others_per_agent: bool = False
+    # features each observation group gains from an agent's last action (agent tokens), and
+    # the function (last actions, view) -> one tensor per group (None where a group gains none)
+    last_action_dims: tuple[int, ...] = ()
+    last_action_features: Callable[[torch.Tensor, Any], list] | None = None
+
+    def agent_token_dims(self) -> tuple[int, ...]:
+        """``obs_dims`` with the agent tokens' features added (``with_agent_tokens``)."""
+        extra = (AGENT_ID_BITS + self.last_action_dims[0],) + self.last_action_dims[1:]
+        return tuple(f + e for f, e in zip(self.obs_dims, extra))
+
+
+def own_tokens(view) -> Tokens:
+    """SMAC and MPE observation tokens: [own (1), allies (A-1), enemies or landmarks (E)]."""
+    return Tokens([view.own[..., None, :], view.allies, view.enemies],
+                  [torch.ones_like(view.ally_mask[..., :1]), view.ally_mask, view.enemy_mask])

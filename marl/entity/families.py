@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 import envs
-from marl.entity import EntityObs
+from marl.entity import EntityObs, FamilySpec
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class EntityFamily:
     parse_state: Callable[[torch.Tensor, Any], Any] | None  # [N, S] -> EntityState; None: raw
     obs_type: type
     n_entities: Callable[[Any], int]  # enemies (SMAC), landmarks (MPE), joint tokens (MuJoCo)
+    spec: FamilySpec  # how the algorithms' networks see it: token widths, actions, token makers
 
 
 def _smac_layout(task: str, env_options: dict):
@@ -58,23 +59,24 @@ def _mujoco_layout(task: str, env_options: dict):
 @functools.lru_cache(maxsize=None)
 def entity_family(name: str) -> EntityFamily:
     if name == "smac":
-        from marl.entity.smac import parse_smac_obs, parse_smac_state
+        from marl.entity.smac import SPEC, parse_smac_obs, parse_smac_state
 
         return EntityFamily("smac", _smac_layout, parse_smac_obs, parse_smac_state, EntityObs,
-                       lambda lay: lay.n_enemies)
+                            lambda lay: lay.n_enemies, SPEC)
     if name == "mpe":
-        from marl.entity.mpe import parse_mpe_obs
+        from marl.entity.mpe import SPEC, parse_mpe_obs
 
         return EntityFamily("mpe", _mpe_layout, parse_mpe_obs, None, EntityObs,
-                       lambda lay: lay.n_landmarks)
+                            lambda lay: lay.n_landmarks, SPEC)
     if name == "mamujoco":
-        from marl.entity.mamujoco import JointObs, parse_mujoco_obs
+        from marl.entity.mamujoco import SPEC, JointObs, parse_mujoco_obs
 
         def n_tokens(lay) -> int:
             return int(parse_mujoco_obs(torch.zeros(lay.n_agents, max(lay.obs_dims)), lay)
                        .joints.shape[-2])
 
-        return EntityFamily("mamujoco", _mujoco_layout, parse_mujoco_obs, None, JointObs, n_tokens)
+        return EntityFamily("mamujoco", _mujoco_layout, parse_mujoco_obs, None, JointObs, n_tokens,
+                            SPEC)
     raise envs.EnvError(f"no entity view is known for task family {name!r}")
 
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.mamujoco import CFRC_DIM, OBS_KINDS, ROOT, MujocoLayout
+from marl.entity import FamilySpec, Tokens
 
 MAX_JOINT_BODIES = 3  # ManySegmentAnt's hip1 moves its leg, its leg mount and its segment's torso
 JOINT_VALUES = 2 + CFRC_DIM * MAX_JOINT_BODIES
@@ -234,3 +235,26 @@ def actions_to_tokens(actions: torch.Tensor, joint_obs: JointObs) -> torch.Tenso
     driven = joint_obs.token_action >= 0
     picked = torch.gather(actions, -1, joint_obs.token_action.clamp(min=0))
     return picked * driven
+
+
+# ------------------------------------------------------------------------- the token view
+def _mujoco_last_action(last: torch.Tensor, view) -> list:
+    return [None, actions_to_tokens(last, view)[..., None]]
+
+
+def _mujoco_obs(view) -> Tokens:
+    return Tokens([view.root[..., None, :], view.joints],
+                  [torch.ones_like(view.joint_mask[..., :1]), view.joint_mask])
+
+
+def _mujoco_state(state, view) -> Tokens:
+    m = view.joint_mask[..., None].to(view.joints.dtype)
+    pooled = (view.joints * m).sum(-2) / m.sum(-2).clamp(min=1.0)
+    agents = torch.cat([pooled, view.root], dim=-1)
+    return Tokens([agents, view.joints.flatten(-3, -2)],
+                  [view.joint_mask.any(-1), view.joint_mask.flatten(-2)])
+
+
+SPEC = FamilySpec("mamujoco", (ROOT_DIM, JOINT_DIM), (JOINT_DIM + ROOT_DIM, JOINT_DIM), False, 0, 1,
+                  _mujoco_obs, _mujoco_state, others_per_agent=True, last_action_dims=(0, 1),
+                  last_action_features=_mujoco_last_action)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.mpe import MpeLayout
-from marl.entity import EntityObs
+from marl.entity import EntityObs, FamilySpec, Tokens, own_tokens
 
 OWN_DIM = 4  # velocity (2) + position (2)
 ENTITY_DIM = 4  # relative position (2) + message (2)
@@ -43,3 +43,21 @@ def parse_mpe_obs(obs: torch.Tensor, layout: MpeLayout) -> EntityObs:
         ally_mask=torch.ones(*batch, n_others, dtype=torch.bool, device=obs.device),
         enemy_mask=torch.ones(*batch, layout.n_landmarks, dtype=torch.bool, device=obs.device),
     )
+
+
+# ------------------------------------------------------------------------- the token view
+def _mpe_last_action(last: torch.Tensor, view) -> list:
+    return [(F.one_hot(last.clamp(min=0), 5) * (last >= 0)[..., None])[..., None, :], None, None]
+
+
+def _mpe_state(state, view) -> Tokens:
+    # agents' own tokens (absolute velocity and position); landmarks made absolute from agent 0
+    landmarks = view.enemies[..., 0, :, :].clone()
+    landmarks[..., :2] += view.own[..., 0, None, 2:4]
+    agent_mask = view.own.abs().sum(-1) > 0  # padded agents have all-zero tokens
+    return Tokens([view.own, landmarks], [agent_mask, view.enemy_mask[..., 0, :]])
+
+
+SPEC = FamilySpec("mpe", (OWN_DIM, ENTITY_DIM, ENTITY_DIM), (OWN_DIM, ENTITY_DIM), True, 5, None,
+                  own_tokens, _mpe_state, last_action_dims=(5, 0, 0),
+                  last_action_features=_mpe_last_action)

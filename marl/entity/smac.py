@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS, UNIT_VOCAB, SmacLayout
-from marl.entity import EntityObs, EntityState
+import torch.nn.functional as F
+
+from marl.entity import EntityObs, EntityState, FamilySpec, Tokens, own_tokens
 
 N_TYPES = len(UNIT_VOCAB)
 F_ENTITY = 7 + N_TYPES
@@ -157,3 +159,25 @@ def parse_smac_state(state: torch.Tensor, layout: SmacLayout) -> EntityState:
     ], dim=-1)
     ones = functools.partial(torch.ones, dtype=torch.bool, device=state.device)
     return EntityState(allies, enemies, ones(*batch, n_a), ones(*batch, n_e))
+
+
+# ------------------------------------------------------------------------- the token view
+def _smac_last_action(last: torch.Tensor, view) -> list:
+    """Own: one-hot of no-op/stop/move (6) and "attacked" (1); enemies: "I attacked it"."""
+    n_enemies = view.enemies.shape[-2]
+    some = last >= 0
+    move = F.one_hot(last.clamp(0, 5), 6) * ((last < 6) & some)[..., None]
+    attack = last - 6
+    attacked = F.one_hot(attack.clamp(0, max(n_enemies - 1, 0)), max(n_enemies, 1))
+    attacked = attacked[..., :n_enemies] * (attack >= 0)[..., None]
+    return [torch.cat([move, (attack >= 0)[..., None]], -1)[..., None, :], None,
+            attacked[..., None]]
+
+
+def _smac_state(state, view) -> Tokens:
+    return Tokens([state.allies, state.enemies], [state.ally_mask, state.enemy_mask])
+
+
+SPEC = FamilySpec("smac", (F_OWN, F_ENTITY, F_ENTITY), (F_STATE, F_STATE), True, 6, 2,
+                  own_tokens, _smac_state, last_action_dims=(7, 0, 1),
+                  last_action_features=_smac_last_action)

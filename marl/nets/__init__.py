@@ -3,7 +3,8 @@ transformer (``transformer``), action heads (``heads``) and the transformer mixe
 
 from marl.nets.heads import ActionHead
 from marl.nets.mixer import TransformerMixer
-from marl.nets.tokens import FamilySpec, Tokens, family_spec, with_agent_tokens
+from marl.entity import FamilySpec, Tokens
+from marl.nets.tokens import family_spec, with_agent_tokens
 from marl.nets.transformer import EntityTransformer, mlp
 
 __all__ = ["ActionHead", "EntityTransformer", "FamilySpec", "Tokens", "TransformerMixer",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from marl.nets.tokens import FamilySpec
+from marl.entity import FamilySpec
 from marl.nets.transformer import mlp
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from marl.nets.tokens import Tokens
+from marl.entity import Tokens
 from marl.nets.transformer import EntityTransformer, mlp
 
 
