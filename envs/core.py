@@ -163,6 +163,30 @@ class BatchedEnv(abc.ABC):
         return actions
 
 
+class EpisodeStats:
+    """Running return and length of every copy, for the backends that step their copies one by
+    one (MPE, MuJoCo, StarCraft II; SMAX keeps them inside its compiled step)."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs, np.float64)
+        self.lengths = np.zeros(num_envs, np.int64)
+
+    def reset(self) -> None:
+        self.returns[:] = 0
+        self.lengths[:] = 0
+
+    def step(self, reward: np.ndarray, done: np.ndarray) -> dict[str, np.ndarray]:
+        """Count one step; returns this step's ``episode_return`` and ``episode_length`` (the
+        finished episodes' totals where ``done``) and restarts the finished copies' counts."""
+        self.returns += reward
+        self.lengths += 1
+        out = {"episode_return": self.returns.astype(np.float32),
+               "episode_length": self.lengths.copy()}
+        self.returns[done] = 0
+        self.lengths[done] = 0
+        return out
+
+
 def check_num_envs(num_envs: Any) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise EnvError(f"num_envs must be a positive integer, got {num_envs!r}")

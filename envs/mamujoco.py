@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from envs.core import BatchedEnv, EnvError, EnvInfo, TimeStep, check_num_envs
+from envs.core import BatchedEnv, EnvError, EnvInfo, EpisodeStats, TimeStep, check_num_envs
 
 ROOT = -1  # entity id of the robot's unactuated root (the torso's free or planar joints)
 OBS_KINDS = ("qpos", "qvel", "cfrc_ext")  # MujocoLayout.state_kind indexes this
@@ -527,8 +527,7 @@ class MaMuJoCoEnv(BatchedEnv):
             options={"agent_obsk": agent_obsk},
         )
         self._states: np.ndarray | None = None  # [N, state_dim] float64, set by reset
-        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
-        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._stats = EpisodeStats(self.num_envs)
 
     def _check_against_upstream(self) -> None:
         """The gathered observations must equal ``mamujoco_v1``'s own at a real state."""
@@ -557,8 +556,7 @@ class MaMuJoCoEnv(BatchedEnv):
             [env.reset(seed=None if seed is None else int(seed) + i)[0]
              for i, env in enumerate(self._gym_envs)]
         )
-        self._episode_return[:] = 0
-        self._episode_length[:] = 0
+        self._stats.reset()
         obs = self._observe(self._states)
         zeros = np.zeros(self.num_envs, dtype=bool)
         return TimeStep(
@@ -569,8 +567,8 @@ class MaMuJoCoEnv(BatchedEnv):
             terminated=zeros,
             truncated=zeros.copy(),
             info={
-                "episode_return": self._episode_return.astype(np.float32),
-                "episode_length": self._episode_length.copy(),
+                "episode_return": self._stats.returns.astype(np.float32),
+                "episode_length": self._stats.lengths.copy(),
                 "final_obs": obs.copy(),
                 "final_state": self._states.astype(np.float32),
             },
@@ -596,16 +594,11 @@ class MaMuJoCoEnv(BatchedEnv):
                 next_states[i] = self._gym_envs[i].reset()[0]
         self._states = next_states
 
-        self._episode_return += reward
-        self._episode_length += 1
         info = {
-            "episode_return": self._episode_return.astype(np.float32),
-            "episode_length": self._episode_length.copy(),
+            **self._stats.step(reward, done),
             "final_obs": self._observe(ended),
             "final_state": ended.astype(np.float32),
         }
-        self._episode_return[done] = 0
-        self._episode_length[done] = 0
         return TimeStep(
             obs=self._observe(next_states),
             state=next_states.astype(np.float32),

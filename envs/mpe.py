@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BatchedEnv, EnvError, EnvInfo, TimeStep, check_num_envs
+from envs.core import BatchedEnv, EnvError, EnvInfo, EpisodeStats, TimeStep, check_num_envs
 
 MAX_AGENTS = 20
 N_ACTIONS = 5
@@ -133,6 +133,7 @@ class MPEEnv(BatchedEnv):
         # Every action is always available in simple_spread.
         self._avail = np.ones((self.num_envs, layout.n_agents, N_ACTIONS), dtype=bool)
         self._seed = seed
+        self._stats = EpisodeStats(self.num_envs)
         self.reset(seed)
 
     def _stack(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -143,8 +144,7 @@ class MPEEnv(BatchedEnv):
             self._seed = seed
         obs = np.stack([self._stack(env.reset(seed=self._seed + i)[0])
                         for i, env in enumerate(self._envs)])
-        self._returns = np.zeros(self.num_envs, np.float32)
-        self._lengths = np.zeros(self.num_envs, np.int64)
+        self._stats.reset()
         zeros = np.zeros(self.num_envs, np.float32)
         return TimeStep(obs=obs, state=self._state(obs), avail_actions=self._avail.copy(),
                         reward=zeros, terminated=zeros.astype(bool), truncated=zeros.astype(bool))
@@ -171,17 +171,12 @@ class MPEEnv(BatchedEnv):
             truncated[i] = any(truncations.values())
             # Same-step auto-reset: the copy's stream continues (no re-seeding).
             obs[i] = self._stack(env.reset()[0]) if truncated[i] else final_obs[i]
-        self._returns += reward
-        self._lengths += 1
         info = {
-            "episode_return": self._returns.copy(),
-            "episode_length": self._lengths.copy(),
+            **self._stats.step(reward, truncated),
             "final_obs": final_obs,
             "final_state": self._state(final_obs),
             "final_avail_actions": self._avail.copy(),
         }
-        self._returns[truncated] = 0.0
-        self._lengths[truncated] = 0
         return TimeStep(obs=obs, state=self._state(obs), avail_actions=self._avail.copy(),
                         reward=reward, terminated=np.zeros(n, bool), truncated=truncated,
                         info=info)

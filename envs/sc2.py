@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BackendUnavailableError, BatchedEnv, EnvError, TimeStep, \
+from envs.core import BackendUnavailableError, BatchedEnv, EnvError, EpisodeStats, TimeStep, \
     check_num_envs
 from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS, SmacLayout, parse_map, smac_env_info
 
@@ -429,6 +429,7 @@ class SC2Env(BatchedEnv):
                      "smacv2_map": route_for(layout).smacv2_map,
                      "simulator": "StarCraft II via smacv2"})
         self.num_envs = check_num_envs(num_envs)
+        self._stats = EpisodeStats(self.num_envs)
         self.check_actions = check_actions
         self.route = route_for(layout)
         try:
@@ -504,8 +505,7 @@ class SC2Env(BatchedEnv):
             raw.append(self._raw_vectors(env))
         obs, state, avail = self._convert(*(np.stack(parts) for parts in zip(*raw)))
         self._avail = avail
-        self._returns = np.zeros(self.num_envs, np.float32)
-        self._lengths = np.zeros(self.num_envs, np.int64)
+        self._stats.reset()
         zeros = np.zeros(self.num_envs, np.float32)
         return TimeStep(obs=obs, state=state, avail_actions=avail, reward=zeros,
                         terminated=zeros.astype(bool), truncated=zeros.astype(bool))
@@ -534,18 +534,13 @@ class SC2Env(BatchedEnv):
             *(np.stack(parts) for parts in zip(*final_raw)))
         obs, state, avail = self._convert(*(np.stack(parts) for parts in zip(*next_raw)))
         self._avail = avail
-        self._returns += reward
-        self._lengths += 1
         info_out = {
             "battle_won": battle_won,
-            "episode_return": self._returns.copy(),
-            "episode_length": self._lengths.copy(),
+            **self._stats.step(reward, done),
             "final_obs": final_obs,
             "final_state": final_state,
             "final_avail_actions": final_avail,
         }
-        self._returns[done] = 0.0
-        self._lengths[done] = 0
         return TimeStep(obs=obs, state=state, avail_actions=avail, reward=reward,
                         terminated=done & ~truncated, truncated=truncated, info=info_out)
 

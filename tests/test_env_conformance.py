@@ -125,3 +125,20 @@ def test_malformed_actions_are_rejected(case):
 def test_bad_task_names(task, message):
     with pytest.raises(EnvError, match=message):
         envs.make(task)
+
+
+def test_play_counts_only_each_copys_first_episode():
+    """``envs.play``: copies that finish early keep stepping, but only their first episode
+    counts; ``on_step`` sees which copies are still in it, and the loop ends with the last."""
+    env = envs.make("smac:3m", num_envs=6, seed=3)
+    rng = np.random.default_rng(0)
+    playing = []
+    out = envs.play(env, lambda ts: random_actions(ts.avail_actions, rng), seed=5,
+                    on_step=lambda ts, actions, still: playing.append(still.copy()))
+    playing = np.stack(playing)  # [steps, copies]
+    assert out.returns.shape == out.lengths.shape == out.wins.shape == (6,)
+    assert np.array_equal(playing.sum(0), out.lengths)  # each copy's first episode, step by step
+    assert playing[0].all() and playing[-1].sum() >= 1 and out.lengths.max() == len(playing)
+    # once a copy's first episode ends it never counts again
+    assert all(np.array_equal(col, np.arange(len(col)) < n) for col, n in zip(playing.T, out.lengths))
+    assert out.wins.dtype == bool and np.all((out.returns >= 0) & (out.returns <= 20 + 1e-4))
