@@ -46,7 +46,7 @@ class DiagnoseError(UserError):
     """A run or its data cannot be diagnosed (missing run, checkpoint or dataset)."""
 
 
-def _corr(x: torch.Tensor, y: torch.Tensor) -> float | None:
+def correlation(x: torch.Tensor, y: torch.Tensor) -> float | None:
     """Pearson correlation of two 1-D tensors; None where either is constant or empty."""
     x, y = x.double(), y.double()
     if x.numel() < 2:
@@ -80,7 +80,7 @@ def value_figures(value: torch.Tensor, returns: torch.Tensor, largest: float) ->
     g_mean = float(returns.mean())
     return {"value_mean": float(value.mean()), "return_to_go_mean": g_mean,
             "ratio": float(value.mean()) / g_mean if g_mean else None,
-            "correlation": _corr(value, returns), "largest_return": largest,
+            "correlation": correlation(value, returns), "largest_return": largest,
             "above_largest_return": float((value > largest + 1e-6).double().mean())}
 
 
@@ -89,9 +89,9 @@ def advantage_figures(advantage: torch.Tensor, weight: torch.Tensor,
     """Advantages and weights ``[N]`` of transitions against their episodes' return ``[N]``
     and outcome (bool ``[N]``, None where the data do not record wins)."""
     out = {"mean": float(advantage.mean()), "below_zero": float((advantage < 0).double().mean()),
-           "correlation_with_return": _corr(advantage, episode_return)}
+           "correlation_with_return": correlation(advantage, episode_return)}
     if won is not None:
-        out["correlation_with_win"] = _corr(advantage, won.double())
+        out["correlation_with_win"] = correlation(advantage, won.double())
         out["weight_won"] = float(weight[won].mean()) if won.any() else None
         out["weight_lost"] = float(weight[~won].mean()) if (~won).any() else None
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import fit
+from helpers import fit
 from marl.algos import build, registry
 from marl.config import load_config
 from marl.rollout import evaluate_task

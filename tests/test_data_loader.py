@@ -23,7 +23,7 @@ from marl.data.loader import (
 )
 from marl.entity.smac import parse_smac_obs, parse_smac_state
 
-from conftest import N_EPISODES, record_random, write_random
+from helpers import N_EPISODES, record_random, write_random
 
 
 

@@ -12,7 +12,7 @@ import torch
 from marl.algos.common import returns_to_go, soft_update_targets
 from marl.algos.hissd import HiSSD, HissdConfig
 from marl.cli import main
-from marl.diagnose import (DiagnoseError, _corr, variance_ratio, advantage_figures,
+from marl.diagnose import (DiagnoseError, correlation, variance_ratio, advantage_figures,
                            diagnose_run, scalars, skill_health, value_figures)
 from marl.nets import TransformerMixer, family_spec
 from marl.entity import Tokens
@@ -38,9 +38,9 @@ class Oracle(torch.nn.Module):
 
 def test_correlation_andvariance_ratio_have_their_textbook_values():
     x = torch.arange(10.0)
-    assert _corr(x, 3 * x + 1) == pytest.approx(1.0)
-    assert _corr(x, -x) == pytest.approx(-1.0)
-    assert _corr(x, torch.ones(10)) is None  # constant: undefined, not 0
+    assert correlation(x, 3 * x + 1) == pytest.approx(1.0)
+    assert correlation(x, -x) == pytest.approx(-1.0)
+    assert correlation(x, torch.ones(10)) is None  # constant: undefined, not 0
     same = {"a": torch.randn(50, 4), "b": torch.randn(50, 4)}
     same["b"] = same["a"].clone()
     assert variance_ratio(same) == pytest.approx(0.0, abs=1e-9)
@@ -163,7 +163,7 @@ def test_a_trained_hissd_has_a_live_unsaturated_z_and_a_bounded_value(dataset):
 
 
 def test_diagnose_reports_what_it_can_for_bc_and_writes_health_json(tiny_data, tmp_path, capsys):
-    from conftest import tiny_run_of
+    from helpers import tiny_run_of
 
     run = tiny_run_of(tiny_data, tmp_path / "bc", algo="bc", updates=2)
     assert main(["diagnose", str(run), "--episodes", "4"]) == 0
@@ -176,7 +176,7 @@ def test_diagnose_reports_what_it_can_for_bc_and_writes_health_json(tiny_data, t
 
 
 def test_diagnose_of_hissd_and_odis_runs(tiny_run, tiny_data, tmp_path):
-    from conftest import tiny_run_of
+    from helpers import tiny_run_of
 
     report = diagnose_run(tiny_run, episodes=4, out=tmp_path / "h.json")
     row = report["tasks"]["smac:3m"]
@@ -222,7 +222,7 @@ def test_diagnose_reads_another_data_root(tiny_run, tiny_data, tmp_path):
 def test_training_logs_health_scalars(tiny_data, tmp_path):
     from marl.config import load_config
     from marl.train import train
-    from conftest import TINY_HISSD
+    from helpers import TINY_HISSD
 
     taskset, root = tiny_data
     cfg = load_config(None, [f"data.taskset={taskset}", f"data.root={root}", "data.episodes=24",

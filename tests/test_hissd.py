@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit
-from marl.algos.hissd import HiSSD, HissdConfig, _rows
+from helpers import fit
+from marl.algos.hissd import HiSSD, HissdConfig, flat_rows
 from marl.rollout import evaluate_task
 from marl.nets import EntityTransformer, TransformerMixer, Tokens, family_spec
 from marl.nets.transformer import distinct_rows
@@ -181,7 +181,7 @@ def test_contrastive_separates_tasks(dataset):
             view = batch.obs.map(lambda x: x[:, :4])
             z = model._contrast_features(model.spec.obs_tokens(view))
             valid = batch.agent_mask[:, None, :].expand(-1, 4, -1)
-            pairs += [(_rows(z, a), _rows(z, b), task)
+            pairs += [(flat_rows(z, a), flat_rows(z, b), task)
                       for a, b, task in model._contrastive_pairs(valid, batch.task_id, gen)]
         loss = model._info_nce(pairs)
         optim.zero_grad()
@@ -273,7 +273,7 @@ def test_distinct_rows_keeps_rows_apart_when_their_hashes_collide(monkeypatch):
 def test_other_families_learn_and_act_on_unseen_tasks(tmp_path, tasks, unseen):
     """MPE (discrete, landmark tokens) and MuJoCo (per-joint Gaussian heads) on random-action
     data: the action loss falls, and the model acts on a task it never saw."""
-    from conftest import write_random
+    from helpers import write_random
     from marl.data.loader import MultiTaskDataset
 
     ds = MultiTaskDataset({t: [write_random(tmp_path / f"{i}.h5", t, episodes=6, seed=i)]

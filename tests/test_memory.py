@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit
+from helpers import fit
 from marl.algos.bc import BC, BCConfig
-from marl.algos.common import _take, transitions
+from marl.algos.common import take_view_steps, transitions
 from marl.algos.hissd import HiSSD, HissdConfig
 from marl.rollout import evaluate_task
 from marl.nets import family_spec, with_agent_tokens
@@ -24,7 +24,7 @@ TINY_BC = BCConfig(dim=16, ffn_mult=2, hidden=32, steps_per_episode=4, agent_tok
 
 
 def _random_data(tmp_path, tasks):
-    from conftest import write_random
+    from helpers import write_random
     from marl.data.loader import MultiTaskDataset
 
     return MultiTaskDataset({t: [write_random(tmp_path / f"{i}.h5", t, episodes=6, seed=i)]
@@ -34,7 +34,7 @@ def _random_data(tmp_path, tasks):
 def test_smac_agent_tokens_carry_the_id_and_the_compact_last_action(dataset):
     spec = family_spec("smac")
     batch = dataset.sample(1, task="smac:3m", generator=torch.Generator().manual_seed(0))
-    view = _take(batch.obs, torch.tensor([[3]]), torch.tensor([0]))  # [1, 1, 3 agents, ...]
+    view = take_view_steps(batch.obs, torch.tensor([[3]]), torch.tensor([0]))  # [1, 1, 3 agents, ...]
     obs = spec.obs_tokens(view)
     # agent 0: nothing yet; agent 1: moved north (action 2); agent 2: attacked enemy 1 (7)
     tokens = with_agent_tokens(spec, obs, view, torch.tensor([[[-1, 2, 7]]]))
@@ -55,7 +55,7 @@ def test_mujoco_agent_tokens_give_each_joint_its_last_command(tmp_path):
     ds = _random_data(tmp_path, ["mamujoco:HalfCheetah-2x3"])
     spec = family_spec("mamujoco")
     batch = ds.sample(1, generator=torch.Generator().manual_seed(0))
-    view = _take(batch.obs, torch.tensor([[2]]), torch.tensor([0]))
+    view = take_view_steps(batch.obs, torch.tensor([[2]]), torch.tensor([0]))
     commands = torch.tensor([[[[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]]]])
     tokens = with_agent_tokens(spec, spec.obs_tokens(view), view, commands)
     joints, driven = tokens.groups[1][0, 0, ..., -1], view.token_action[0, 0]
@@ -69,7 +69,7 @@ def test_mujoco_agent_tokens_give_each_joint_its_last_command(tmp_path):
 def test_more_agents_than_the_id_bits_hold_is_one_clear_error(dataset):
     spec = family_spec("smac")
     batch = dataset.sample(1, task="smac:3m", generator=torch.Generator().manual_seed(0))
-    view = _take(batch.obs, torch.tensor([[0]]), torch.tensor([0]))
+    view = take_view_steps(batch.obs, torch.tensor([[0]]), torch.tensor([0]))
     wide = view.map(lambda x: x.repeat_interleave(6, dim=2))  # 18 agents
     with pytest.raises(ValueError, match="at most 15 agents; this task has 18"):
         with_agent_tokens(spec, spec.obs_tokens(wide), wide, torch.zeros(1, 1, 18).long())
@@ -91,7 +91,7 @@ def test_acting_step_by_step_rebuilds_the_training_tokens(dataset, tmp_path, fam
     tr = transitions(batch, spec, 0, cfg=model.cfg)  # every transition of the episode, in order
     memory = None
     for t in range(len(tr.step_mask)):
-        view = _take(batch.obs, torch.tensor([[t]]), torch.tensor([0]))
+        view = take_view_steps(batch.obs, torch.tensor([[t]]), torch.tensor([0]))
         obs, past = model.observe(view, memory)
         for got, want in zip(obs.groups + past.groups, tr.obs.groups + tr.past.groups):
             torch.testing.assert_close(got[0, 0], want[t, 0], msg=f"step {t}")
@@ -104,7 +104,7 @@ def test_acting_step_by_step_rebuilds_the_training_tokens(dataset, tmp_path, fam
 def test_without_memory_nothing_is_remembered(dataset):
     model = HiSSD(family_spec("smac"), replace(TINY_HISSD, agent_tokens=False, history=0))
     batch = dataset.sample(1, task="smac:3m", generator=torch.Generator().manual_seed(0))
-    view = _take(batch.obs, torch.tensor([[0]]), torch.tensor([0]))
+    view = take_view_steps(batch.obs, torch.tensor([[0]]), torch.tensor([0]))
     assert model.remember(None, view, batch.actions[:1, :1]) is None
     obs, past = model.observe(view)
     assert past is None and [g.shape[-1] for g in obs.groups] == list(model.spec.obs_dims)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_run_of
+from helpers import tiny_run_of
 from envs.mamujoco import use_offscreen_gl
 from marl.runs import RunError, load_run_model
 from marl.viz import SkillClusters, VizError, record, visualize
@@ -114,7 +114,7 @@ def test_bad_input_is_one_clear_error(tiny_data, tiny_run, tmp_path, capsys):
 def test_mujoco_run_gets_agent_and_joint_timelines(tmp_path):
     """A MuJoCo HiSSD run (random-action data): skill and joint-level timelines, skill maps,
     and, where offscreen OpenGL works, a rendered replay of every n-th step."""
-    from conftest import write_random
+    from helpers import write_random
     from marl.data.loader import dataset_path
 
     tasks = ["mamujoco:Hopper-3x1", "mamujoco:Walker2d-2x3"]

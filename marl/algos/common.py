@@ -167,7 +167,8 @@ def take_steps(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = Non
     return x[rows[:, None], t]
 
 
-def _take(x: Any, t: torch.Tensor, rows: torch.Tensor):
+def take_view_steps(x: Any, t: torch.Tensor, rows: torch.Tensor):
+    """``take_steps`` of a tensor or of every field of an entity view."""
     return (take_steps(x, t, rows) if isinstance(x, torch.Tensor)
             else x.map(lambda v: take_steps(v, t, rows)))
 
@@ -256,7 +257,7 @@ def transitions(batch, spec: FamilySpec, steps_per_episode: int,
         t = steps[:, None]
     t_next = (t + 1).clamp(max=batch.max_t - 1)
     step_mask = take_steps(batch.mask, t, rows)
-    view, view_next = _take(batch.obs, t, rows), _take(batch.obs, t_next, rows)
+    view, view_next = take_view_steps(batch.obs, t, rows), take_view_steps(batch.obs, t_next, rows)
     agents = batch.agent_mask[rows][:, None, :] & (step_mask[..., None] > 0)
     avail = avail_next = None
     acting = agents
@@ -276,7 +277,7 @@ def transitions(batch, spec: FamilySpec, steps_per_episode: int,
         own = []
         for back in range(1, history + 1):  # a few steps, each batched over everything
             t_back = (t - back).clamp(min=0)
-            view_back = _take(batch.obs, t_back, rows)
+            view_back = take_view_steps(batch.obs, t_back, rows)
             tokens = spec.obs_tokens(view_back)
             if agent_tokens:
                 tokens = with_agent_tokens(spec, tokens, view_back, last_actions(
@@ -288,8 +289,8 @@ def transitions(batch, spec: FamilySpec, steps_per_episode: int,
         past = past_tokens(torch.stack(own, dim=-2) * began[..., None], began)
     return Transitions(
         view=view, view_next=view_next, obs=obs, obs_next=obs_next, past=past,
-        state=spec.state_tokens(_take(batch.state, t, rows), view),
-        state_next=spec.state_tokens(_take(batch.state, t_next, rows), view_next),
+        state=spec.state_tokens(take_view_steps(batch.state, t, rows), view),
+        state_next=spec.state_tokens(take_view_steps(batch.state, t_next, rows), view_next),
         actions=actions, avail=avail, avail_next=avail_next,
         reward=take_steps(batch.reward, t, rows),
         terminated=take_steps(batch.terminated, t, rows),

@@ -209,7 +209,7 @@ class HiSSD(Algorithm):
             batch_terms, contrast = self._batch_losses(tr)
             for k, v in batch_terms.items():
                 terms.setdefault(k, []).append(v)
-            pairs += [(_rows(contrast, a), _rows(contrast, b), task) for a, b, task in pair_index]
+            pairs += [(flat_rows(contrast, a), flat_rows(contrast, b), task) for a, b, task in pair_index]
         stats = {k: torch.stack(v).mean() for k, v in terms.items()}  # tasks count equally
         total = self._weighted_sum(stats)
         stats.pop("prediction_weighted", None)  # in the loss; "prediction" is reported
@@ -262,7 +262,7 @@ class HiSSD(Algorithm):
             for a, b, _ in pair_index:
                 ga, gb = pair_grads.pop(0)
                 if ga is not None:  # None: a single task, no negatives, no gradient
-                    surrogate = surrogate + (_rows(contrast, a) * ga).sum() + (_rows(contrast, b) * gb).sum()
+                    surrogate = surrogate + (flat_rows(contrast, a) * ga).sum() + (flat_rows(contrast, b) * gb).sum()
             surrogate.backward()
             for k, v in batch_terms.items():
                 terms.setdefault(k, []).append(float(v.detach()))
@@ -484,7 +484,7 @@ class HiSSD(Algorithm):
         return out
 
 
-def _rows(x: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
+def flat_rows(x: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
     """Rows of ``x [B, T, A, F]`` at flat (episode, step, agent) indices -> ``[n, F]``."""
     return x.reshape(-1, x.shape[-1])[flat_index]
 
