@@ -25,13 +25,13 @@ from marl.data.checks import (
     compute_checksums,
 )
 from marl.data.errors import DatasetError
-from marl.data.qualities import ALIASES, QUALITIES, check_quality
-from marl.data.schema import (
+from marl.data.odis import concat_episodes, odis_header, part_files
+from marl.data.qualities import checked_quality
+from marl.data.schema import (layout_for, 
     BLOCK_BYTES,
     COMPRESSION,
     JSON_ATTRS,
     PACKED_KEYS,
-    PART_FILE,
     SCHEMA_VERSION,
     SMALL_KEYS,
     WON_KEY,
@@ -42,7 +42,6 @@ from marl.data.schema import (
     key_dtype,
     keys_for,
     layout_from_env_info,
-    layout_from_task,
     transition_mask,
 )
 
@@ -124,10 +123,46 @@ def write_dataset(
     SMAC's per-episode outcome and gives the ``win_rate`` attribute. Raises DatasetError."""
     path = os.fspath(path)
     where = path
-    quality_def = _checked_quality(quality, where)
+    quality_def = checked_quality(quality, where)
     if not isinstance(behavior_policy, dict) or "id" not in behavior_policy:
         raise DatasetError(f"{where}: behavior_policy must be a dict with at least an 'id' "
                            f"(plus provenance), got {behavior_policy!r}")
+    family, layout, env_options = _resolve_layout(where, task, backend, env_info, env_options,
+                                                  battle_won is not None)
+    data, won = _coerce_all(where, arrays, layout, task, battle_won)
+    check_semantics(data, layout, where, won)
+
+    lengths = episode_lengths(data["filled"])
+    reward = data["reward"][..., 0].astype(np.float64)
+    returns = (reward * transition_mask(data["filled"])).sum(1)
+    hashed = dict(data)
+    if won is not None:
+        hashed[WON_KEY] = won
+    checksum, checksums = compute_checksums(hashed)
+    attrs: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "task": task,
+        "family": family.name,
+        "backend": backend,
+        "layout": layout,
+        "env_options": jsonable(env_options),
+        "quality": quality_def.name,
+        "quality_definition": quality_def.as_dict(),
+        "behavior_policy": jsonable(behavior_policy),
+        **episode_statistics(lengths, returns, won),
+        "seed": int(seed),
+        "created_by": f"marl {_version()}",
+        "checksum": checksum,
+        "checksums": checksums,
+    }
+    _atomic_h5_write(path, hashed, attrs)
+
+
+def _resolve_layout(where: str, task: str, backend: str, env_info, env_options: dict | None,
+                    has_wins: bool) -> tuple[envs.Family, dict, dict]:
+    """(family, layout, env options) of the file to write: from ``env_info`` when given, else
+    from the task name (MuJoCo sizes need its model: the env is built once), checked against
+    what the task name says."""
     try:
         family, _ = envs.split_task(task)
     except envs.EnvError as exc:
@@ -135,7 +170,7 @@ def write_dataset(
     if backend not in family.backends:
         raise DatasetError(f"{where}: backend {backend!r} is not one of {family.name}'s "
                            f"backends {sorted(family.backends)}")
-    if battle_won is not None and family.name != "smac":
+    if has_wins and family.name != "smac":
         raise DatasetError(f"{where}: key {WON_KEY!r} is for SMAC tasks only, not {task}")
     if env_info is not None:
         if env_info.task != task or env_info.backend != backend:
@@ -145,16 +180,22 @@ def write_dataset(
         layout = layout_from_env_info(env_info)
     else:
         env_options = dict(env_options or {})
-        layout = _layout_for(task, env_options, where)
+        layout = layout_for(task, env_options, where)
         if layout["obs_dim"] is None:  # mamujoco: sizes need the model
             env = envs.make(task, backend=backend, num_envs=1, seed=0, **env_options)
             try:
                 layout = layout_from_env_info(env.info)
             finally:
                 env.close()
-    static = _layout_for(task, env_options, where)
+    static = layout_for(task, env_options, where)
     _check_layout_against_task(layout, static, where, task, "env_info")
+    return family, layout, env_options
 
+
+def _coerce_all(where: str, arrays: dict[str, np.ndarray], layout: dict, task: str,
+                battle_won: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Exactly the keys of the layout's action type, in the format's dtypes, with shapes that
+    fit the layout, and ``battle_won`` as uint8 ``[E]``."""
     action_type = layout["action_type"]
     required = keys_for(action_type)
     missing = [k for k in required if k not in arrays]
@@ -178,41 +219,19 @@ def write_dataset(
         if won.shape != (n_episodes,) or not np.isin(won, (0, 1)).all():
             raise DatasetError(f"{where}: key {WON_KEY!r} has shape {won.shape}; expected "
                                f"({n_episodes},) booleans, one per episode")
-    check_semantics(data, layout, where, won)
+    return data, won
 
-    lengths = episode_lengths(data["filled"])
-    reward = data["reward"][..., 0].astype(np.float64)
-    returns = (reward * transition_mask(data["filled"])).sum(1)
-    stats = episode_statistics(lengths, returns, won)
-    hashed = dict(data)
-    if won is not None:
-        hashed[WON_KEY] = won
-    checksum, checksums = compute_checksums(hashed)
-    attrs: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "task": task,
-        "family": family.name,
-        "backend": backend,
-        "layout": layout,
-        "env_options": jsonable(env_options),
-        "quality": quality_def.name,
-        "quality_definition": quality_def.as_dict(),
-        "behavior_policy": jsonable(behavior_policy),
-        **stats,
-        "seed": int(seed),
-        "created_by": f"marl {_version()}",
-        "checksum": checksum,
-        "checksums": checksums,
-    }
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+def _atomic_h5_write(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
+    """``arrays`` and ``attrs`` to ``path`` through ``<path>.tmp-<pid>``, synced, then renamed:
+    an interrupted write never leaves a file that looks complete."""
     import h5py
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:
-            for key, arr in hashed.items():
+            for key, arr in arrays.items():
                 chunks = (1, *arr.shape[1:]) if arr.ndim > 1 else (min(len(arr), 65536),)
                 f.create_dataset(key, data=arr, chunks=chunks, **COMPRESSION)
             for name, value in attrs.items():
@@ -228,21 +247,6 @@ def write_dataset(
         raise
 
 
-def _layout_for(task: str, env_options: dict | None, where: str) -> dict:
-    """``layout_from_task`` with the file named in its error."""
-    try:
-        return layout_from_task(task, env_options)
-    except DatasetError as exc:
-        raise DatasetError(f"{where}: {exc}") from None
-
-
-def _checked_quality(name: Any, where: str):
-    try:
-        return check_quality(name)
-    except DatasetError as exc:
-        raise DatasetError(f"{where}: attribute 'quality': {exc}") from None
-
-
 def _check_layout_against_task(layout: dict, static: dict, where: str, task: str,
                                source: str) -> None:
     for key in ("n_agents", "obs_dim", "state_dim", "n_actions", "action_type"):
@@ -253,25 +257,6 @@ def _check_layout_against_task(layout: dict, static: dict, where: str, task: str
 
 
 # ------------------------------------------------------------------------------------- reading
-def _infer_from_path(file: Path) -> tuple[str | None, str | None]:
-    """(map name, quality folder) of an ODIS path ``.../<map>/<quality>/<run>/part_<k>.h5``."""
-    parts = file.absolute().parts
-    if len(parts) < 4:
-        return None, None
-    return parts[-4], parts[-3]
-
-
-def _task_from_map(map_name: str) -> str | None:
-    """The task an ODIS map folder name denotes: the first family whose map names include it."""
-    for family in envs.FAMILIES.values():
-        try:
-            family.parse_map(map_name)
-        except envs.EnvError:
-            continue
-        return f"{family.name}:{map_name}"
-    return None
-
-
 def _decode_attrs(raw: dict, where: str) -> dict:
     out: dict[str, Any] = {}
     for name, value in raw.items():
@@ -318,60 +303,60 @@ def _read_file(file: Path, task: str | None, quality: str | None, verify: bool,
 
 def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: str | None,
                verify: bool, packed: bool) -> EpisodeData:
-    """``_read_file`` on an open file: ``stored`` maps each key to its h5py dataset. The small
-    keys are read whole; the others are read in blocks of about ``BLOCK_BYTES``, each block
-    hashed, checked and stored (packed to its filled steps when ``packed``) before the next is
-    read, so the padded array is never held whole in packed mode. A broken convention is
-    reported after the checksum, which names a damaged key more precisely."""
+    """``_read_file`` on an open file: ``stored`` maps each key to its h5py dataset. A broken
+    convention is reported after the checksum, which names a damaged key more precisely."""
     attrs = _decode_attrs(raw, where)
     ours = "schema_version" in attrs
     if ours:
-        version = attrs["schema_version"]
-        if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
-            raise DatasetError(f"{where}: attribute 'schema_version' is {version!r}; this marl "
-                               f"reads schema versions 1..{SCHEMA_VERSION}")
-        for name in ("task", "layout", "quality"):
-            if name not in attrs:
-                raise DatasetError(f"{where}: attribute {name!r} is missing; expected it in every "
-                                   f"schema-{version} file")
-        if task is not None and task != attrs["task"]:
-            raise DatasetError(f"{where}: attribute 'task' is {attrs['task']!r}, but task={task!r} "
-                               "was asked for")
-        task = attrs["task"]
-        quality_def = _checked_quality(attrs["quality"], where)
-        attrs["quality"] = quality_def.name
-        attrs.setdefault("quality_definition", quality_def.as_dict())
-        layout = attrs["layout"]
-        if not isinstance(layout, dict):
-            raise DatasetError(f"{where}: attribute 'layout' is {layout!r}; expected a JSON object")
-        static = _layout_for(task, attrs.get("env_options"), where)
-        _check_layout_against_task(layout, static, where, task, "attribute 'layout'")
+        attrs, task, layout = _our_header(attrs, where, task, quality)
     else:
-        map_name, path_quality = _infer_from_path(Path(where))
-        inferred = task is None
-        if inferred:
-            task = _task_from_map(map_name) if map_name else None
-            if task is None:
-                raise DatasetError(
-                    f"{where}: cannot tell the task: the file has no attributes and its path is "
-                    "not ODIS's .../<map>/<quality>/<run>/part_<k>.h5 with a known map; pass "
-                    "task='family:map'")
-        if quality is None and path_quality is not None:
-            if inferred or (path_quality in QUALITIES or path_quality in ALIASES):
-                quality = path_quality
-        layout = _layout_for(task, None, where)
-        attrs = {"task": task, "family": task.split(":")[0], "layout": layout,
-                 "source_format": "odis", "schema_version": None}
-        if quality is not None:
-            quality_def = _checked_quality(quality, where)
-            attrs["quality"] = quality_def.name
-            attrs["quality_definition"] = quality_def.as_dict()
-        else:
-            attrs["quality"] = None
-    if ours and quality is not None and _checked_quality(quality, where).name != attrs["quality"]:
+        attrs, task, layout = odis_header(where, task, quality)
+    won = _check_stored(stored, layout, where, task, ours, verify)
+    reader = _BlockReader(stored, layout, where, won, verify,
+                          checksum=verify and ours and "checksum" in attrs, packed=packed)
+    arrays = reader.read()
+    if reader.digests:
+        _compare_checksums(reader.digests, attrs, where)
+    if reader.problem is not None:
+        raise reader.problem
+    return EpisodeData(arrays=arrays, attrs=attrs, path=where, packed=reader.to_pack,
+                       battle_won=None if won is None else won.astype(bool))
+
+
+def _our_header(attrs: dict, where: str, task: str | None,
+                quality: str | None) -> tuple[dict, str, dict]:
+    """(attributes, task, layout) of a marl file, each attribute checked against the schema,
+    the task's own layout and what the caller asked for."""
+    version = attrs["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+        raise DatasetError(f"{where}: attribute 'schema_version' is {version!r}; this marl "
+                           f"reads schema versions 1..{SCHEMA_VERSION}")
+    for name in ("task", "layout", "quality"):
+        if name not in attrs:
+            raise DatasetError(f"{where}: attribute {name!r} is missing; expected it in every "
+                               f"schema-{version} file")
+    if task is not None and task != attrs["task"]:
+        raise DatasetError(f"{where}: attribute 'task' is {attrs['task']!r}, but task={task!r} "
+                           "was asked for")
+    task = attrs["task"]
+    quality_def = checked_quality(attrs["quality"], where)
+    attrs["quality"] = quality_def.name
+    attrs.setdefault("quality_definition", quality_def.as_dict())
+    layout = attrs["layout"]
+    if not isinstance(layout, dict):
+        raise DatasetError(f"{where}: attribute 'layout' is {layout!r}; expected a JSON object")
+    static = layout_for(task, attrs.get("env_options"), where)
+    _check_layout_against_task(layout, static, where, task, "attribute 'layout'")
+    if quality is not None and checked_quality(quality, where).name != attrs["quality"]:
         raise DatasetError(f"{where}: attribute 'quality' is {attrs['quality']!r}, but "
                            f"quality={quality!r} was asked for")
+    return attrs, task, layout
 
+
+def _check_stored(stored: dict, layout: dict, where: str, task: str, ours: bool,
+                  verify: bool) -> np.ndarray | None:
+    """Every key present with its dtype and a shape that fits the layout; returns the
+    ``battle_won`` array where the file has one."""
     action_type = layout.get("action_type", "discrete")
     required = keys_for(action_type)
     for key in required:
@@ -393,85 +378,106 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
     if won is not None and won.shape != (n_episodes,):
         raise DatasetError(f"{where}: key {WON_KEY!r} has shape {won.shape}; expected "
                            f"({n_episodes},)")
+    return won
 
-    def typed(key: str, arr: np.ndarray) -> np.ndarray:
-        want = key_dtype(key, action_type)
-        return arr if arr.dtype == want else _coerce(key, arr, want, where)
 
-    small = {key: typed(key, _load(stored[key], where)) for key in SMALL_KEYS if key in required}
-    digests = Digests() if verify and ours and "checksum" in attrs else None
-    problem: DatasetError | None = None
+class _BlockReader:
+    """Reads a file's keys: the small ones whole, the others in blocks of about ``BLOCK_BYTES``,
+    each block hashed (``checksum``), checked (``verify``) and stored, packed to its filled
+    steps for ``PACKED_KEYS`` when ``packed``, before the next is read: the padded array is never
+    held whole in packed mode. The first broken convention is kept in ``problem``."""
 
-    def check(fn, *args) -> None:
-        nonlocal problem
-        if verify and problem is None:
+    def __init__(self, stored: dict, layout: dict, where: str, won: np.ndarray | None,
+                 verify: bool, checksum: bool, packed: bool):
+        self.stored, self.layout, self.where, self.won, self.verify = (stored, layout, where,
+                                                                       won, verify)
+        self.action_type = layout.get("action_type", "discrete")
+        self.required = keys_for(self.action_type)
+        self.digests = Digests() if checksum else None
+        self.problem: DatasetError | None = None
+        self.small = {key: self._typed(key, _load(stored[key], where)) for key in SMALL_KEYS
+                      if key in self.required}
+        self.n_actions = (stored["avail_actions"].shape[-1] if "avail_actions" in stored
+                          else None)
+        filled = self.small["filled"][..., 0].astype(bool)
+        self.filled = filled
+        self.rows = np.concatenate([[0], np.cumsum(filled.sum(1))])  # each episode's first row
+        self.to_pack = (tuple(k for k in PACKED_KEYS if k in self.required) if packed else ())
+
+    def _typed(self, key: str, arr: np.ndarray) -> np.ndarray:
+        want = key_dtype(key, self.action_type)
+        return arr if arr.dtype == want else _coerce(key, arr, want, self.where)
+
+    def _check(self, fn, *args) -> None:
+        if self.verify and self.problem is None:
             try:
                 fn(*args)
             except DatasetError as exc:
-                problem = exc
+                self.problem = exc
 
-    def check_key(key: str, block: np.ndarray, first: int) -> None:
+    def _check_block(self, key: str, block: np.ndarray, first: int) -> None:
         last = first + len(block)
-        check(check_key_block, key, block, small["filled"][first:last], small["actions"][first:last],
-              n_actions, layout, where, first)
+        self._check(check_key_block, key, block, self.small["filled"][first:last],
+                    self.small["actions"][first:last], self.n_actions, self.layout, self.where,
+                    first)
 
-    n_actions = stored["avail_actions"].shape[-1] if "avail_actions" in stored else None
-    check(check_episodes, small, where, won)
-    filled = small["filled"][..., 0].astype(bool)
-    rows = np.concatenate([[0], np.cumsum(filled.sum(1))])  # first row of each episode
-    to_pack = tuple(k for k in PACKED_KEYS if k in required) if packed else ()
-    arrays: dict[str, np.ndarray] = {}
-    for key in sorted(required + ((WON_KEY,) if won is not None else ())):
-        if key in small or key == WON_KEY:
-            arr = small.get(key, won)
-            if digests:
-                digests.start(key, arr.dtype, arr.shape)
-                digests.update(arr)
-                digests.finish()
-            if key in small:
-                check_key(key, arr, 0)
-                arrays[key] = arr
-            continue
-        dataset, want = stored[key], key_dtype(key, action_type)
+    def read(self) -> dict[str, np.ndarray]:
+        self._check(check_episodes, self.small, self.where, self.won)
+        arrays: dict[str, np.ndarray] = {}
+        for key in sorted(self.required + ((WON_KEY,) if self.won is not None else ())):
+            if key in self.small or key == WON_KEY:
+                arrays[key] = self._read_whole(key)
+            else:
+                arrays[key] = self._read_blocks(key)
+        arrays.pop(WON_KEY, None)  # returned as EpisodeData.battle_won
+        return arrays
+
+    def _read_whole(self, key: str) -> np.ndarray:
+        arr = self.small.get(key, self.won)
+        if self.digests:
+            self.digests.start(key, arr.dtype, arr.shape)
+            self.digests.update(arr)
+            self.digests.finish()
+        if key in self.small:
+            self._check_block(key, arr, 0)
+        return arr
+
+    def _read_blocks(self, key: str) -> np.ndarray:
+        dataset, want = self.stored[key], key_dtype(key, self.action_type)
+        n_episodes, n_steps = dataset.shape[:2]
         step_bytes = int(np.prod(dataset.shape[2:], dtype=np.int64)) * want.itemsize
         per_block = max(1, BLOCK_BYTES // max(1, n_steps * step_bytes))
-        out = np.empty((int(rows[-1]), *dataset.shape[2:]) if key in to_pack else dataset.shape,
-                       dtype=want)
-        if digests:
-            digests.start(key, want, dataset.shape)
+        rows = self.rows
+        out = np.empty((int(rows[-1]), *dataset.shape[2:]) if key in self.to_pack
+                       else dataset.shape, dtype=want)
+        if self.digests:
+            self.digests.start(key, want, dataset.shape)
         for a in range(0, n_episodes, per_block):
             b = min(a + per_block, n_episodes)
-            block = typed(key, _load(dataset, where, np.s_[a:b]))
-            if digests:
-                digests.update(block)
-            check_key(key, block, a)
-            if key in to_pack:
-                out[rows[a]:rows[b]] = block[filled[a:b]]
+            block = self._typed(key, _load(dataset, self.where, np.s_[a:b]))
+            if self.digests:
+                self.digests.update(block)
+            self._check_block(key, block, a)
+            if key in self.to_pack:
+                out[rows[a]:rows[b]] = block[self.filled[a:b]]
             else:
                 out[a:b] = block
-        if digests:
-            digests.finish()
-        arrays[key] = out
-    if digests:
-        total, per_key = digests.result()
-        if total != attrs["checksum"]:
-            stored_keys = attrs.get("checksums") or {}
-            bad = [k for k in sorted(per_key) if stored_keys.get(k) != per_key[k]]
-            bad_key = bad[0] if bad else "checksum"
-            raise DatasetError(
-                f"{where}: key {bad_key!r}: checksum mismatch (the data hash to {total}, the "
-                f"file's 'checksum' attribute says {attrs['checksum']}); the file was modified"
-                " or corrupted after it was written")
-    if problem is not None:
-        raise problem
-    return EpisodeData(arrays=arrays, attrs=attrs, path=where, packed=to_pack,
-                       battle_won=None if won is None else won.astype(bool))
+        if self.digests:
+            self.digests.finish()
+        return out
 
 
-def _part_files(folder: Path) -> list[Path]:
-    parts = [(int(m.group(1)), p) for p in folder.iterdir()
-             if p.is_file() and (m := PART_FILE.match(p.name))]
-    return [p for _, p in sorted(parts)]
+def _compare_checksums(digests: Digests, attrs: dict, where: str) -> None:
+    """DatasetError naming the first key whose hash differs from the file's record."""
+    total, per_key = digests.result()
+    if total != attrs["checksum"]:
+        stored_keys = attrs.get("checksums") or {}
+        bad = [k for k in sorted(per_key) if stored_keys.get(k) != per_key[k]]
+        bad_key = bad[0] if bad else "checksum"
+        raise DatasetError(
+            f"{where}: key {bad_key!r}: checksum mismatch (the data hash to {total}, the "
+            f"file's 'checksum' attribute says {attrs['checksum']}); the file was modified"
+            " or corrupted after it was written")
 
 
 def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool = True,
@@ -497,15 +503,15 @@ def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool 
                            "an ODIS folder with part_<k>.h5 files")
     if p.is_file():
         return _read_file(p, task, quality, verify, packed)
-    files = _part_files(p)
+    files = part_files(p)
     folder = p
     if not files:
-        runs = sorted(d for d in p.iterdir() if d.is_dir() and _part_files(d))
+        runs = sorted(d for d in p.iterdir() if d.is_dir() and part_files(d))
         if not runs:
             raise DatasetError(f"{p}: folder has no part_<k>.h5 files nor run folders holding "
                                "them; expected an ODIS <map>/<quality>[/<run>] folder")
         folder = runs[-1]
-        files = _part_files(folder)
+        files = part_files(folder)
     datas = [_read_file(f, task, quality, verify, packed) for f in files]
     first = datas[0]
     for d in datas[1:]:
@@ -527,39 +533,3 @@ def read_dataset(path: str | os.PathLike, task: str | None = None, verify: bool 
             attrs.pop(name, None)
     return EpisodeData(arrays=arrays, attrs=attrs, path=str(folder), battle_won=won,
                        packed=first.packed)
-
-
-def concat_episodes(datas: list[EpisodeData]) -> dict[str, np.ndarray]:
-    """The episodes of ``datas`` in order, as one dict of arrays padded with zeros to the longest
-    T (``packed`` keys, which have no padding, are stacked as they are). All must have the same
-    keys, packed keys and per-step shapes (n_agents, obs_dim, ...)."""
-    if not datas:
-        raise DatasetError("concat_episodes: no datasets given")
-    keys = sorted(datas[0].arrays)
-    n_steps = max(d.arrays["filled"].shape[1] for d in datas)
-    for d in datas[1:]:
-        if sorted(d.arrays) != keys:
-            raise DatasetError(f"{d.path}: keys {sorted(d.arrays)} differ from {datas[0].path}'s "
-                               f"{keys}; cannot concatenate discrete and continuous datasets")
-        if d.packed != datas[0].packed:
-            raise DatasetError(f"{d.path}: packed keys {d.packed} differ from {datas[0].path}'s "
-                               f"{datas[0].packed}; read both the same way")
-        for key in keys:
-            a, b = d.arrays[key], datas[0].arrays[key]
-            step = 1 if key in d.packed else 2  # the first per-step axis
-            if a.shape[step:] != b.shape[step:] or a.dtype != b.dtype:
-                raise DatasetError(
-                    f"{d.path}: key {key!r} has per-step shape {a.shape[step:]} {a.dtype}, but "
-                    f"{datas[0].path} has {b.shape[step:]} {b.dtype}; cannot concatenate")
-    out = {}
-    for key in keys:
-        pieces = []
-        for d in datas:
-            arr = d.arrays[key]
-            if key not in d.packed and arr.shape[1] < n_steps:
-                pad = [(0, 0)] * arr.ndim
-                pad[1] = (0, n_steps - arr.shape[1])
-                arr = np.pad(arr, pad)
-            pieces.append(arr)
-        out[key] = np.concatenate(pieces, axis=0)
-    return out

@@ -103,3 +103,11 @@ def check_quality(name: object) -> Quality:
     close = difflib.get_close_matches(str(name), list(QUALITIES), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise DatasetError(f"unknown data quality {name!r}{hint}; known qualities: {list(QUALITIES)}")
+
+
+def checked_quality(name: object, where: str) -> Quality:
+    """``check_quality`` with the file ``where`` named in its error."""
+    try:
+        return check_quality(name)
+    except DatasetError as exc:
+        raise DatasetError(f"{where}: attribute 'quality': {exc}") from None

@@ -269,3 +269,11 @@ class EpisodeData:
     def wins(self) -> np.ndarray | None:
         """Per-episode battle won ``[E]`` bool (SMAC files that recorded it), else None."""
         return None if self.battle_won is None else self.battle_won.astype(bool)
+
+
+def layout_for(task: str, env_options: dict | None, where: str) -> dict:
+    """``layout_from_task`` with the file named in its error."""
+    try:
+        return layout_from_task(task, env_options)
+    except DatasetError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
