@@ -10,7 +10,7 @@ import torch
 
 import envs
 from envs.core import random_actions
-from marl.collect import record_episodes
+from marl.data.episodes import record_episodes
 from marl.data.format import write_dataset
 
 N_EPISODES = 12

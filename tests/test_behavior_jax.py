@@ -123,7 +123,7 @@ def sharp_weights(hidden=16, seed=1):
 def test_compiled_recording_equals_the_host_recorder():
     """Greedy play inside the compiled program records the same episodes, step for step, as
     the torch actor stepping SmaxEnv on the host, in the same order."""
-    from marl.collect import record_episodes
+    from marl.data.episodes import record_episodes
 
     weights = sharp_weights()
     env = envs.make("smac:3m", num_envs=8, seed=5)

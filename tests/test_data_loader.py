@@ -14,13 +14,8 @@ import torch
 
 from envs.smac import parse_map
 from marl.data.format import DatasetError, read_dataset
-from marl.data.loader import (
-    EntityBatch,
-    MultiTaskDataset,
-    TaskData,
-    dataset_path,
-    quality_paths,
-)
+from marl.data.loader import EntityBatch, MultiTaskDataset, TaskData
+from marl.data.paths import dataset_path, quality_paths
 from marl.entity.smac import parse_smac_obs, parse_smac_state
 
 from helpers import N_EPISODES, record_random, write_random

@@ -115,7 +115,7 @@ def test_mujoco_run_gets_agent_and_joint_timelines(tmp_path):
     """A MuJoCo HiSSD run (random-action data): skill and joint-level timelines, skill maps,
     and, where offscreen OpenGL works, a rendered replay of every n-th step."""
     from helpers import write_random
-    from marl.data.loader import dataset_path
+    from marl.data.paths import dataset_path
 
     tasks = ["mamujoco:Hopper-3x1", "mamujoco:Walker2d-2x3"]
     taskset = tmp_path / "tiny-mujoco.yaml"

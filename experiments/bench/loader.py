@@ -48,7 +48,7 @@ def record_random(task: str, episodes: int, seed: int = 0, num_envs: int = 64):
     """``episodes`` random-action episodes in the ODIS layout (vectorised over copies), wins."""
     import envs
     from envs.core import random_actions
-    from marl.collect import record_episodes
+    from marl.data.episodes import record_episodes
 
     env = envs.make(task, num_envs=num_envs, seed=seed)
     rng = np.random.default_rng(seed)
@@ -81,7 +81,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from marl.data.format import write_dataset
-    from marl.data.loader import MultiTaskDataset, dataset_path
+    from marl.data.loader import MultiTaskDataset
+    from marl.data.paths import dataset_path
 
     results: dict = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

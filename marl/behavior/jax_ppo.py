@@ -498,7 +498,7 @@ def choose_actions(logp_all, avail, key, mode: str, epsilon):
 class Recorder:
     """Plays a policy on ``num_envs`` SMAX copies inside one compiled program (chunks of
     ``chunk`` steps) and cuts the stream into episodes in ODIS's layout, as
-    :func:`marl.collect.record_episodes` does on the host: the same battles for the same seed
+    :func:`marl.data.episodes.record_episodes` does on the host: the same battles for the same seed
     (``SmaxEnv``'s keys), so greedy play records the same episodes."""
 
     def __init__(self, env, num_envs: int, mode: str, chunk: int = 32):

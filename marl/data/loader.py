@@ -44,7 +44,6 @@ on 3m) keep their data apart.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 import zlib
@@ -57,44 +56,11 @@ import torch
 
 import envs
 from marl.data.format import DatasetError, EpisodeData, read_dataset
+from marl.data.paths import check_env_options, peek_attrs, quality_paths
 from marl.data.qualities import check_quality
 from marl.entity.families import entity_family, task_family
 
 SUBSETS = ("last", "random")
-
-
-# ------------------------------------------------------------------------------ file layout
-def dataset_path(root: str | os.PathLike, task: str, quality: str,
-                 env_options: Mapping[str, Any] | None = None) -> Path:
-    """Where the dataset of ``task`` at ``quality`` lives under a data directory:
-    ``root/<task with ':' replaced by '_'>/<quality>.h5`` (``smac:3m`` -> ``smac_3m``), the
-    folder suffixed with ``+key=value`` per simulator option, in key order
-    (``smac_3m+enemy_reaction=0.8``). Unknown task families and qualities raise DatasetError;
-    quality aliases (``medium_replay``) are spelled canonically."""
-    try:
-        envs.split_task(task)
-    except envs.EnvError as exc:
-        raise DatasetError(str(exc)) from None
-    tag = "".join(f"+{key}={value}" for key, value in sorted((env_options or {}).items()))
-    return Path(os.fspath(root)) / (task.replace(":", "_") + tag) / f"{check_quality(quality).name}.h5"
-
-
-def quality_paths(root: str | os.PathLike, task: str, quality: str,
-                  env_options: Mapping[str, Any] | None = None) -> list[Path]:
-    """The files that hold ``task`` at ``quality``: ``dataset_path(root, task, quality,
-    env_options)`` when it exists, else, for a mixed quality (``medium-expert``), the files of
-    its components (``medium.h5`` and ``expert.h5``), as ODIS loads it. DatasetError naming
-    what is missing."""
-    path = dataset_path(root, task, quality, env_options)
-    if path.exists():
-        return [path]
-    components = check_quality(quality).components
-    parts = [dataset_path(root, task, c, env_options) for c in components]
-    if parts and all(p.exists() for p in parts):
-        return parts
-    also = (f" nor its components {[str(p) for p in parts]}" if parts else "")
-    raise DatasetError(f"no dataset for {task} at quality {check_quality(quality).name!r}: "
-                       f"{path} does not exist{also}")
 
 
 # --------------------------------------------------------------------------- the batch
@@ -502,7 +468,7 @@ class MultiTaskDataset:
         """Read one file, checking its family and task before its arrays are loaded."""
         p = Path(os.fspath(path))
         if p.is_file():
-            attrs = _peek_attrs(p)
+            attrs = peek_attrs(p)
             if "task" in attrs:
                 family = attrs.get("family") or task_family(attrs["task"])
                 if family != self.family:
@@ -582,69 +548,10 @@ class MultiTaskDataset:
                           for t, p in zip(tasks, picks)])
 
 
-def check_env_options(path: str | os.PathLike, task: str, expected: Mapping[str, Any],
-                      attrs: dict | None = None) -> None:
-    """DatasetError unless the file at ``path`` was collected under the simulator options
-    ``expected`` (an option it does not record counts as the default; ODIS files, which record
-    none, pass)."""
-    attrs = _peek_attrs(Path(path)) if attrs is None else attrs
-    recorded = attrs.get("env_options")
-    if recorded is None:
-        return
-    differ = _options_differ(task, attrs.get("backend"), recorded, expected)
-    if differ:
-        raise DatasetError(
-            f"{path}: attribute 'env_options' records {recorded}, but data collected with "
-            f"{dict(expected)} (the task set's simulator options) is expected; differing "
-            f"(recorded, expected): {differ}. Collect it again with those options")
-
-
-def _options_differ(task: str, backend: str | None, recorded: Mapping[str, Any],
-                    expected: Mapping[str, Any]) -> dict[str, tuple]:
-    """The simulator options on which ``recorded`` and ``expected`` differ, an absent option
-    counting as the backend's default; keys that are not options (``simulator``) are ignored."""
-    try:
-        defaults = envs.option_defaults(task, backend)
-    except envs.EnvError:
-        return {}  # a backend this install does not know: read_dataset reports the file
-    out = {}
-    for key in sorted((set(recorded) | set(expected)) & set(defaults)):
-        pair = (recorded.get(key, defaults[key]), expected.get(key, defaults[key]))
-        if pair[0] != pair[1]:
-            out[key] = pair
-    return out
-
-
-def _peek_attrs(path: Path) -> dict:
-    """The ``task``, ``family``, ``backend`` and ``env_options`` (decoded) attributes of an HDF5 file, without
-    reading its arrays (empty for ODIS files, which have none; unreadable files are left to
-    ``read_dataset``)."""
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            out = {}
-            for name in ("task", "family", "backend", "env_options"):
-                if name in f.attrs:
-                    v = f.attrs[name]
-                    out[name] = v.decode() if isinstance(v, bytes) else str(v)
-            if "env_options" in out:
-                try:
-                    out["env_options"] = json.loads(out["env_options"])
-                except ValueError:
-                    del out["env_options"]  # read_dataset reports a malformed attribute
-            return out
-    except OSError:
-        return {}
-
-
 __all__ = [
     "EntityBatch",
     "MultiTaskDataset",
     "SUBSETS",
     "Source",
     "TaskData",
-    "check_env_options",
-    "dataset_path",
-    "quality_paths",
 ]
