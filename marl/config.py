@@ -163,8 +163,25 @@ def check(cfg: DictConfig) -> None:
     if cfg.model.history and cfg.algo not in HISTORY_ALGOS:
         raise ConfigError(f"model.history={cfg.model.history}: only {', '.join(HISTORY_ALGOS)} "
                           f"read past steps, {cfg.algo} does not (set model.history=0)")
+    _check_family(cfg)
     if cfg.data.subset not in ("last", "random"):
         raise ConfigError(f"data.subset must be 'last' or 'random', got {cfg.data.subset!r}")
+
+
+def _check_family(cfg: DictConfig) -> None:
+    """ConfigError when the algorithm cannot act on the task set's family (a task set that does
+    not load is left for the data loading to report)."""
+    from envs.tasksets import load_taskset
+    from marl.entity.families import entity_family
+
+    try:
+        family = load_taskset(str(cfg.data.taskset)).family
+        discrete = entity_family(family).spec.discrete
+    except UserError:
+        return
+    if not discrete and not registry()[cfg.algo].config.CONTINUOUS_ACTIONS:
+        raise ConfigError(f"algo={cfg.algo} needs discrete actions, but task set "
+                          f"{cfg.data.taskset!r} is {family} (continuous actions)")
 
 
 def from_run(run_dir: str | Path) -> DictConfig:

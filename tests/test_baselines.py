@@ -7,7 +7,7 @@ import torch
 
 from helpers import fit
 from marl.algos import build, registry
-from marl.config import load_config
+from marl.config import ConfigError, load_config
 from marl.rollout import evaluate_task
 from marl.nets import family_spec
 from marl.runs import load_checkpoint
@@ -65,8 +65,12 @@ def test_odis_stage_survives_a_resume(tiny_data, tmp_path):
 
 
 def test_updet_needs_discrete_actions():
-    with pytest.raises(ValueError, match="UPDeT-m needs discrete actions"):
+    with pytest.raises(ValueError, match="updet needs discrete actions"):
         build("updet", family_spec("mamujoco"), registry()["updet"].config())
+    # the config says so first: `marl train` stops before any data is read
+    with pytest.raises(ConfigError, match="algo=updet needs discrete actions.*mamujoco"):
+        load_config(None, ["algo=updet", "data.taskset=mujoco-partitions"])
+    assert load_config(None, ["algo=bc", "data.taskset=mujoco-partitions"]).algo == "bc"
 
 
 def test_shipped_baseline_configs_load():

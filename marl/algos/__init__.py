@@ -2,7 +2,8 @@
 
 Each is a ``marl.algos.common.Algorithm`` (the contract: ``loss``, ``after_update``, ``act``
 with the episode's ``Memory``, ``remember``, and ``skills`` where ``has_skills``) built from a
-``FamilySpec`` and its config dataclass.
+``FamilySpec`` and its config dataclass, which declares what it supports
+(``CONTINUOUS_ACTIONS``).
 """
 
 from __future__ import annotations
@@ -31,4 +32,6 @@ def build(name: str, spec, cfg: Any):
     algos = registry()
     if name not in algos:
         raise KeyError(f"unknown algorithm {name!r}; known: {sorted(algos)}")
+    if not spec.discrete and not cfg.CONTINUOUS_ACTIONS:
+        raise ValueError(f"{name} needs discrete actions; {spec.name} tasks are continuous")
     return algos[name].model(spec, cfg)

@@ -26,6 +26,11 @@ from marl.nets import EntityTransformer, FamilySpec, Tokens, with_agent_tokens
 class NetConfig:
     """Sizes every algorithm's entity transformers share (HiSSD's released sizes)."""
 
+    # What the algorithm supports (class constants, not config keys): whether it can act on a
+    # family with continuous actions (MuJoCo). `marl train` refuses an unsupported pair before
+    # any data is loaded.
+    CONTINUOUS_ACTIONS = True
+
     dim: int = 64  # entity transformer width (entity_embed_dim)
     heads: int = 1
     depth: int = 1

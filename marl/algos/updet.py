@@ -23,6 +23,7 @@ from marl.nets import ActionHead, FamilySpec, Tokens, TransformerMixer
 
 @dataclass
 class UpdetConfig(ValueConfig):
+    CONTINUOUS_ACTIONS = False  # Q-values over discrete actions
     cql_coef: float = 5.0  # ODIS's coef_conservative
 
 
@@ -32,8 +33,6 @@ class UPDeT(Algorithm):
 
     def __init__(self, spec: FamilySpec, cfg: UpdetConfig):
         super().__init__()
-        if not spec.discrete:
-            raise ValueError(f"UPDeT-m needs discrete actions; {spec.name} tasks are continuous")
         self.spec, self.cfg = spec, cfg
         self.encoder = cfg.transformer(cfg.obs_dims(spec))
         self.q_head = ActionHead(spec, cfg.dim, cfg.hidden)
