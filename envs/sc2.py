@@ -56,6 +56,10 @@ What still differs from SMACv1 on its own maps:
 
 Written against oxwhirl/smacv2 ``smacv2/env/starcraft2/starcraft2.py`` at 9dabb98 and
 ``distributions.py`` at ae2c9f2 (see ../shared/research/environments.md §4).
+
+Why this file is long (about 550 lines): the conversion from smacv2's vectors to SMACv1's layout
+(observation, state, available actions and actions, each tested on arrays built to smacv2's
+formats) and the batched env that launches the games belong to one backend.
 """
 
 from __future__ import annotations

@@ -357,15 +357,17 @@ def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, pa
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
 
+    from envs.mamujoco_render import render_states
+
     length = int(rollout.lengths[episode])
     steps = np.arange(0, length, -(-length // max_frames))
     skill = labels[episode, steps]  # [F, A], -1 where an agent is not acting
     colors = np.array([to_rgba(c) for c in PALETTE] + [to_rgba("#888888")], dtype=np.float32)
     env = envs.make(rollout.task, num_envs=1, seed=0, **env_options)
     try:
-        frames = env.render_states(rollout.physics["qpos"][episode, steps],
-                                   rollout.physics["qvel"][episode, steps],
-                                   colors[np.where(skill >= 0, skill % len(PALETTE), -1)])
+        frames = render_states(env, rollout.physics["qpos"][episode, steps],
+                               rollout.physics["qvel"][episode, steps],
+                               colors[np.where(skill >= 0, skill % len(PALETTE), -1)])
     finally:
         env.close()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
@@ -413,7 +415,7 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
                       if t != task]
     gl = None
     if ckpt["family"] == "mamujoco":  # rendered frames need offscreen GL, set before import
-        from envs.mamujoco import use_offscreen_gl
+        from envs.mamujoco_render import use_offscreen_gl
 
         gl = use_offscreen_gl()
     log(f"recording {episodes} greedy episodes on each of {tasks}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.mamujoco import use_offscreen_gl
+from envs.mamujoco_render import use_offscreen_gl
 from helpers import tiny_run_of
 
 # MuJoCo fixes its OpenGL backend when it is first imported: pick an offscreen one that works

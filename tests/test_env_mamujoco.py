@@ -11,8 +11,8 @@ import torch
 
 import envs
 from envs.core import EnvError
-from envs.mamujoco import (CFRC_DIM, OBS_KINDS, ROOT, MaMuJoCoEnv, MujocoTask, parse_map,
-                           use_offscreen_gl)
+from envs.mamujoco import CFRC_DIM, OBS_KINDS, ROOT, MaMuJoCoEnv, MujocoTask, parse_map
+from envs.mamujoco_render import render_states, use_offscreen_gl
 from marl.entity.mamujoco import (
     JOINT_DIM,
     JOINT_VALUES,
@@ -482,7 +482,7 @@ def test_render_states_paints_each_agents_bodies():
         qvel = np.concatenate([s["qvel"] for s in snaps])
         assert qpos.shape == (6, env._gym_envs[0].unwrapped.model.nq)
         red_blue = np.tile(np.array([[1, 0, 0, 1], [0, 0, 1, 1]], np.float32), (6, 1, 1))
-        frames = env.render_states(qpos, qvel, red_blue, width=160, height=120)
+        frames = render_states(env, qpos, qvel, red_blue, width=160, height=120)
         assert frames.shape == (6, 120, 160, 3) and frames.dtype == np.uint8
         assert not np.array_equal(frames[0], frames[-1])  # the robot moved
 
@@ -494,7 +494,7 @@ def test_render_states_paints_each_agents_bodies():
         assert strongly(frames[0], 0) > 20 and strongly(frames[0], 2) > 20
         blue_red = red_blue[:, ::-1].copy()
         blue_red[..., 3] = 1
-        swapped = env.render_states(qpos[:1], qvel[:1], blue_red[:1], width=160, height=120)[0]
+        swapped = render_states(env, qpos[:1], qvel[:1], blue_red[:1], width=160, height=120)[0]
         assert abs(strongly(swapped, 0) - strongly(frames[0], 2)) < 0.2 * strongly(frames[0], 2)
         with pytest.raises(EnvError, match="agent_rgba"):
-            env.render_states(qpos, qvel, red_blue[:, :1])
+            render_states(env, qpos, qvel, red_blue[:, :1])

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from helpers import tiny_run_of
-from envs.mamujoco import use_offscreen_gl
+from envs.mamujoco_render import use_offscreen_gl
 from marl.runs import RunError, load_run_model
 from marl.viz import SkillClusters, VizError, record, visualize
 

@@ -25,6 +25,11 @@ with ``record_replay``, keeps the training rollouts as medium-replay data (:clas
 PPO is the torch trainer's (``marl.behavior`` docstring); a checkpoint holds the whole
 training state (parameters, optimiser, the battles in progress and the random keys), so a
 resumed run continues exactly where an uninterrupted one would be.
+
+Why this file is long (about 770 lines): as CleanRL's single-file trainers, it reads top to
+bottom as one algorithm: the entity tokens and networks in JAX (the torch actor's twins), the
+rollout, GAE and PPO update compiled with SMAX, the compiled recorder that collection uses, and
+the replay of training rollouts; splitting it would scatter what must agree with itself.
 """
 
 from __future__ import annotations

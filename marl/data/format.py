@@ -5,6 +5,10 @@ Files are gzip-compressed and chunked by episode (chunk ``(1, T, ...)``), and wr
 complete. Files are read, checked and hashed in blocks of episodes, so a file is never held whole.
 ODIS files (no attributes) are read too; their task comes from their path
 ``.../<map>/<quality>/<run>/part_<k>.h5`` or from ``task=``, and their layout from the task name.
+
+Why this file is long (about 530 lines): reading and writing are the two halves of one format
+and share its dtype coercion, attribute decoding and layout checks; the schema, conventions,
+ODIS files and the card are in their own modules.
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ The on-disk layout of a data directory is ``dataset_path(root, task, quality, en
 options the data was collected under when there are any (``smac_3m+enemy_reaction=0.8``), so
 task sets that share a map under different opponents (marine-easy and marine-hard both train
 on 3m) keep their data apart.
+
+Why this file is long (about 560 lines): one task's episodes are turned once into packed
+entity-view tensors (``TaskData``) and batches are assembled from them across tasks
+(``MultiTaskDataset``, ``EntityBatch``); the packing and the padding rules are one contract.
+File locations are in ``marl.data.paths``.
 """
 
 from __future__ import annotations
