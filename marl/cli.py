@@ -28,6 +28,7 @@ exit status 2, never a traceback from the simulator underneath.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -128,19 +129,45 @@ _positive_float = _positive(float, "a number above 0")
 
 
 def _behavior_train(args: argparse.Namespace) -> None:
-    from marl.behavior import BehaviorConfig, train
+    from marl.behavior import train
+    from marl.behavior.config import BehaviorConfig
 
     options = {key: value for key, value in (("enemy_attack_mode", args.enemy_attack_mode),
                                               ("enemy_reaction", args.enemy_reaction))
                if value is not None} or None
-    cfg = BehaviorConfig(task=args.task, total_env_steps=args.steps, seed=args.seed,
-                         num_envs=args.num_envs, snapshot_every=args.snapshot_every,
-                         eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
-                         entropy_coef=args.entropy_coef, gamma=args.gamma, lr=args.lr,
-                         anneal_lr=args.anneal_lr, hidden=args.hidden, engine=args.engine,
-                         algo=args.algo, record_replay=args.record_replay, recurrent=args.recurrent)
+    flags = dict(task=args.task, total_env_steps=args.steps, seed=args.seed,
+                 num_envs=args.num_envs, snapshot_every=args.snapshot_every,
+                 eval_episodes=args.eval_episodes, threads=args.threads, env_options=options,
+                 entropy_coef=args.entropy_coef, gamma=args.gamma, lr=args.lr,
+                 anneal_lr=args.anneal_lr, hidden=args.hidden, engine=args.engine,
+                 algo=args.algo, record_replay=args.record_replay, recurrent=args.recurrent)
+    cfg = _merge_overrides(BehaviorConfig(**flags), args.overrides, "marl behavior train")
     meta = train(cfg, args.out, log=lambda line: print(line, flush=True))
     print(f"last snapshot: update {meta['update']}, greedy {meta['greedy']}, sampled {meta['sampled']}")
+
+
+def _merge_overrides(cfg, overrides: list[str], command: str):
+    """``cfg`` (a dataclass) with ``key=value`` overrides merged through OmegaConf, which
+    checks keys and types; one ConfigError naming the key and the closest valid ones."""
+    import difflib
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from marl.config import ConfigError
+
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{command}: {item!r} is not of the form key=value")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        keys = [f.name for f in dataclasses.fields(cfg)]
+        close = difflib.get_close_matches(key, keys, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{command}: {key!r}: {str(exc).splitlines()[0]}{hint}") from None
+    return OmegaConf.to_object(merged)
 
 
 def _behavior_export(args: argparse.Namespace) -> None:
@@ -297,42 +324,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     behavior = groups.add_parser("behavior", help="behaviour policies that make offline datasets")
     behavior_cmds = behavior.add_subparsers(dest="command", required=True)
-    btrain = behavior_cmds.add_parser("train", help="train (or resume) a MAPPO behaviour policy")
+    from marl.behavior.config import ENGINES, BehaviorConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(BehaviorConfig)}  # defined once
+    btrain = behavior_cmds.add_parser(
+        "train", help="train (or resume) a MAPPO behaviour policy",
+        epilog="Defaults come from marl.behavior.config.BehaviorConfig; --set changes any of "
+               "its settings.")
     btrain.add_argument("task", help="e.g. smac:3m, mpe:spread-3")
     btrain.add_argument("--out", required=True, help="run folder (re-running resumes it)")
-    btrain.add_argument("--steps", type=_positive_int, default=2_000_000, help="total env steps (2M)")
-    btrain.add_argument("--seed", type=int, default=0)
-    btrain.add_argument("--num-envs", type=_positive_int, default=64)
-    btrain.add_argument("--snapshot-every", type=_positive_int, default=10, help="updates between snapshots")
-    btrain.add_argument("--eval-episodes", type=_positive_int, default=128, help="episodes per snapshot eval")
-    btrain.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1: run 2 jobs on 2 cores)")
-    btrain.add_argument("--hidden", type=_positive_int, default=64,
-                        help="width of the actor's and critic's layers (64; snapshots record it)")
-    btrain.add_argument("--lr", type=_positive_float, default=5e-4, help="Adam step size (5e-4)")
-    btrain.add_argument("--anneal-lr", action="store_true",
+    btrain.add_argument("--steps", type=_positive_int, default=default["total_env_steps"],
+                        help="total env steps (%(default)s)")
+    btrain.add_argument("--seed", type=int, default=default["seed"])
+    btrain.add_argument("--num-envs", type=_positive_int, default=default["num_envs"],
+                        help="copies stepped together (%(default)s)")
+    btrain.add_argument("--snapshot-every", type=_positive_int, default=default["snapshot_every"],
+                        help="updates between snapshots (%(default)s)")
+    btrain.add_argument("--eval-episodes", type=_positive_int, default=default["eval_episodes"],
+                        help="episodes per snapshot eval (%(default)s)")
+    btrain.add_argument("--threads", type=_positive_int, default=default["threads"],
+                        help="torch/XLA threads (%(default)s: run 2 jobs on 2 cores)")
+    btrain.add_argument("--hidden", type=_positive_int, default=default["hidden"],
+                        help="width of the actor's and critic's layers (%(default)s; snapshots "
+                             "record it)")
+    btrain.add_argument("--lr", type=_positive_float, default=default["lr"],
+                        help="Adam step size (%(default)s)")
+    btrain.add_argument("--anneal-lr", action="store_true", default=default["anneal_lr"],
                         help="lower the step size linearly to 0 at --steps; resuming a plateaued "
                              "run with more --steps and this flag fine-tunes it")
-    btrain.add_argument("--entropy-coef", type=float, default=0.01,
-                        help="weight of the entropy bonus (0.01)")
-    btrain.add_argument("--gamma", type=_discount, default=0.99,
-                        help="discount (0.99; swimmers need about 0.999: their reward is a slow "
-                             "forward drift)")
+    btrain.add_argument("--entropy-coef", type=float, default=default["entropy_coef"],
+                        help="weight of the entropy bonus (%(default)s)")
+    btrain.add_argument("--gamma", type=_discount, default=default["gamma"],
+                        help="discount (%(default)s; swimmers need about 0.999: their reward is "
+                             "a slow forward drift)")
     btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,
                         help="SMAC on SMAX: the scripted enemy's targeting (default closest)")
     btrain.add_argument("--enemy-reaction", type=float, default=None,
                         help="SMAC on SMAX: probability that an enemy unit re-decides on a step "
                              "(default 1; marine-hard uses 0.8)")
-    btrain.add_argument("--engine", choices=("auto", "torch", "jax"), default="auto",
+    btrain.add_argument("--engine", choices=ENGINES, default=default["engine"],
                         help="auto (default): jax for SMAC (rollout and PPO compiled with SMAX), "
                              "torch for MPE and MuJoCo; a resumed run keeps its engine")
-    btrain.add_argument("--algo", choices=("mappo", "ippo"), default="mappo",
+    btrain.add_argument("--algo", choices=("mappo", "ippo"), default=default["algo"],
                         help="mappo: one centralised value V(s); ippo: per-agent V(o_i) (jax engine)")
-    btrain.add_argument("--recurrent", action="store_true",
+    btrain.add_argument("--recurrent", action="store_true", default=default["recurrent"],
                         help="jax engine: a GRU cell on the actor's context, trained through time")
-    btrain.add_argument("--record-replay", type=int, default=0, metavar="STEPS",
+    btrain.add_argument("--record-replay", type=int, default=default["record_replay"],
+                        metavar="STEPS",
                         help="jax engine: write the training rollouts to RUN/replay/ for at most "
                              "STEPS env steps, stopping once a snapshot passes the medium band; "
                              "`marl collect --quality medium-replay --policy RUN` then uses them")
+    btrain.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
+                        metavar="KEY=VALUE",
+                        help="any other BehaviorConfig setting, e.g. --set rollout_steps=256 "
+                             "clip=0.1")
     btrain.set_defaults(func=_behavior_train)
     export = behavior_cmds.add_parser("export", help="keep the snapshots data qualities need")
     export.add_argument("run", help="a `marl behavior train` folder")

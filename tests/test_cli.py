@@ -133,3 +133,33 @@ def test_collect_sampling_is_recorded_and_a_bad_one_is_one_error_line(tmp_path, 
     assert "Traceback" not in result.stderr and not (tmp_path / "x.h5").exists()
     result = run("behavior", "train", "mpe:spread-2", "--out", str(tmp_path / "run"), "--algo", "ippo")
     assert result.returncode == 2 and "algo='ippo' needs --engine jax" in result.stderr
+
+
+def test_behavior_train_defaults_come_from_the_config_and_set_changes_any_setting(
+        tmp_path, monkeypatch, capsys):
+    """The flags' defaults are BehaviorConfig's (written once); ``--set KEY=VALUE`` reaches every
+    other setting through OmegaConf, and a misspelt key is one error line naming the closest."""
+    import dataclasses
+
+    import marl.behavior
+    from marl.behavior.config import BehaviorConfig
+
+    seen = []
+    monkeypatch.setattr(marl.behavior, "train", lambda cfg, out, log: seen.append(cfg) or
+                        {"update": 0, "greedy": {}, "sampled": {}})
+    assert main(["behavior", "train", "smac:3m", "--out", str(tmp_path / "a")]) == 0
+    assert seen[-1] == BehaviorConfig(task="smac:3m")
+    assert main(["behavior", "train", "smac:3m", "--out", str(tmp_path / "b"), "--steps", "1000",
+                 "--set", "rollout_steps=256", "clip=0.1"]) == 0
+    want = dataclasses.replace(BehaviorConfig(task="smac:3m"), total_env_steps=1000,
+                               rollout_steps=256, clip=0.1)
+    assert seen[-1] == want and isinstance(seen[-1], BehaviorConfig)
+    capsys.readouterr()
+    assert main(["behavior", "train", "smac:3m", "--out", str(tmp_path / "c"),
+                 "--set", "rollout_step=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rollout_step" in err[0] and "did you mean rollout_steps" in err[0]
+    assert main(["behavior", "train", "smac:3m", "--out", str(tmp_path / "d"),
+                 "--set", "clip=wide"]) == 2
+    assert "'clip'" in capsys.readouterr().err
+    assert len(seen) == 2 and not (tmp_path / "c").exists()

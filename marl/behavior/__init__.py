@@ -5,20 +5,31 @@ update in one XLA program), MPE and MuJoCo on the host (``torch_ppo``); a resume
 engine it was started with. Both write the same run folder (``checkpoint.pt``, ``config.json``,
 ``snapshots/``, ``tb/``), and their snapshots load into the same torch actor (``policy``), which
 collection and evaluation use. Data qualities (``marl.data.qualities``) are cut from the
-snapshots.
+snapshots. The settings are ``config.BehaviorConfig``; the torch parts load on first use.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from marl.behavior.policy import (ENGINES, BehaviorConfig, act, evaluate, family_adapter,
-                                  learning_rate, load_policy, make_actor, resolve_engine,
-                                  save_snapshot)
+from marl.behavior.config import ENGINES, BehaviorConfig
+
+_FROM_POLICY = ("act", "evaluate", "family_adapter", "learning_rate", "load_policy", "make_actor",
+                "resolve_engine", "save_snapshot")
+
+
+def __getattr__(name: str):
+    if name in _FROM_POLICY:  # torch loads here, not when the command line starts
+        from marl.behavior import policy
+
+        return getattr(policy, name)
+    raise AttributeError(f"module 'marl.behavior' has no attribute {name!r}")
 
 
 def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     """Train (or resume) a behaviour policy; returns the last snapshot's metadata."""
+    from marl.behavior.policy import resolve_engine
+
     out = Path(out)
     cfg = resolve_engine(cfg, out)
     if cfg.engine == "jax":
@@ -30,5 +41,4 @@ def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     return torch_ppo.train(cfg, out, log)
 
 
-__all__ = ["ENGINES", "BehaviorConfig", "act", "evaluate", "family_adapter", "learning_rate",
-           "load_policy", "make_actor", "resolve_engine", "save_snapshot", "train"]
+__all__ = ["ENGINES", "BehaviorConfig", "train", *_FROM_POLICY]
