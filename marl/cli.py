@@ -50,9 +50,9 @@ def _envs_list(args: argparse.Namespace) -> None:
               f"            backends: {backends}\n            maps: {fam.map_help}")
     print("\nTask sets (envs/tasksets/):")
     for name in list_tasksets():
-        ts = load_taskset(name)
-        print(f"  {name:<18} {ts.family:<9} train {len(ts.train_tasks)}, unseen "
-              f"{len(ts.unseen_tasks)}: {ts.description}")
+        task_set = load_taskset(name)
+        print(f"  {name:<18} {task_set.family:<9} train {len(task_set.train_tasks)}, unseen "
+              f"{len(task_set.unseen_tasks)}: {task_set.description}")
 
 
 def measure_steps_per_second(env, steps: int, seed: int = 0) -> tuple[float, dict]:

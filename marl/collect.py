@@ -351,8 +351,8 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
     from envs.tasksets import load_taskset
     from marl.data.paths import dataset_path
 
-    ts = load_taskset(taskset)
-    folders = {task: Path(policies) / task.replace(":", "_") for task in ts.train_tasks}
+    task_set = load_taskset(taskset)
+    folders = {task: Path(policies) / task.replace(":", "_") for task in task_set.train_tasks}
     missing = [task for task, folder in folders.items() if not any(folder.glob("*.safetensors"))]
     if missing:
         raise EnvError(
@@ -362,8 +362,8 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
     written = []
     for task, folder in folders.items():
         path = collect(task, folder, quality, episodes,
-                       dataset_path(out, task, quality, ts.env_options),
-                       seed=seed, num_envs=num_envs, env_options=ts.env_options, sampling=sampling)
+                       dataset_path(out, task, quality, task_set.env_options),
+                       seed=seed, num_envs=num_envs, env_options=task_set.env_options, sampling=sampling)
         log(f"wrote {path}")
         written.append(path)
     return written

@@ -116,11 +116,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     cfg, model, path, ckpt = load_run_model(run_dir, checkpoint, device)
-    ts = load_taskset(taskset or cfg.data.taskset)
-    tasks = list(tasks) if tasks else list(dict.fromkeys(ts.train_tasks + ts.test_tasks))
+    task_set = load_taskset(taskset or cfg.data.taskset)
+    tasks = list(tasks) if tasks else list(dict.fromkeys(task_set.train_tasks + task_set.test_tasks))
     for task in tasks:  # a clear error before any process starts
         check_task_family(task, ckpt, path)
-    jobs = [(task, int(seed), episodes, dict(ts.env_options)) for task in tasks for seed in seeds]
+    jobs = [(task, int(seed), episodes, dict(task_set.env_options)) for task in tasks for seed in seeds]
     log(f"evaluating {path} (update {ckpt['update']}) on {len(tasks)} tasks x {len(seeds)} "
         f"seed(s) x {episodes} episodes, {workers} worker(s)")
     start = time.perf_counter()
@@ -141,9 +141,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
             rows.append(r)
     report = {"run": str(run_dir), "algo": cfg.algo, "train_seed": int(cfg.seed),
               "checkpoint": str(path),
-              "update": ckpt["update"], "taskset": ts.name, "quality": cfg.data.quality,
+              "update": ckpt["update"], "taskset": task_set.name, "quality": cfg.data.quality,
               "train_tasks": trained_tasks(ckpt), "seeds": list(seeds), "episodes": episodes,
-              "env_options": dict(ts.env_options), "seconds": time.perf_counter() - start,
+              "env_options": dict(task_set.env_options), "seconds": time.perf_counter() - start,
               "results": rows,
               "errors": [{"task": t, "seed": s, "error": e} for (t, s), e in errors.items()]}
     report["summary"] = summarize(rows)

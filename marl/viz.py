@@ -419,10 +419,7 @@ def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path
 
         gl = use_offscreen_gl()
     log(f"recording {episodes} greedy episodes on each of {tasks}")
-    try:
-        rollouts = [record(model, t, episodes, seed, options) for t in tasks]
-    except envs.EnvError as exc:
-        raise VizError(str(exc)) from None
+    rollouts = [record(model, t, episodes, seed, options) for t in tasks]
     main = rollouts[0]
     written: dict[str, list] = {}
     summary: dict = {"run": str(run_dir), "checkpoint": str(path), "task": task,

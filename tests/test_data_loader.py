@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.core import EnvError
 from envs.smac import parse_map
 from marl.data.format import DatasetError, read_dataset
 from marl.data.loader import EntityBatch, MultiTaskDataset, TaskData
@@ -63,7 +64,7 @@ def test_dataset_path_convention(tmp_path):
     assert dataset_path("d", "smac:3m", "medium_replay") == Path("d/smac_3m/medium-replay.h5")
     with pytest.raises(DatasetError, match="quality"):
         dataset_path(tmp_path, "smac:3m", "great")
-    with pytest.raises(DatasetError, match="family"):
+    with pytest.raises(EnvError, match="family"):
         dataset_path(tmp_path, "nope:3m", "medium")
     with pytest.raises(DatasetError, match="does not exist"):
         quality_paths(tmp_path, "smac:3m", "expert")

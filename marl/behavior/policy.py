@@ -28,9 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import envs
-from marl.behavior.config import ENGINES, BehaviorConfig
 from envs.core import EnvError
-from marl.checkpoint import CheckpointError
+from marl.behavior.config import ENGINES, BehaviorConfig
 from marl.checkpoint import load as load_checkpoint
 from marl.entity import EntityObs
 
@@ -344,10 +343,7 @@ def read_checkpoint(path: Path, cfg: BehaviorConfig, same: tuple[str, ...] = ())
     named if it was made for another task, width or any of the ``same`` settings."""
     if not path.exists():
         return None
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise EnvError(str(exc)) from None
+    ckpt = load_checkpoint(path)
     saved = ckpt.get("config", {})
     if saved.get("task") != cfg.task:
         raise EnvError(f"{path} is a run for {saved.get('task')}, not {cfg.task}")

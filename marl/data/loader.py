@@ -59,7 +59,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-import envs
 from marl.data.format import DatasetError, EpisodeData, read_dataset
 from marl.data.paths import check_env_options, peek_attrs, quality_paths
 from marl.data.qualities import check_quality
@@ -504,15 +503,12 @@ class MultiTaskDataset:
         """A task set's ``train`` (or ``test``) tasks at ``quality`` from a data directory."""
         from envs.tasksets import load_taskset
 
-        try:
-            ts = load_taskset(taskset)
-        except envs.EnvError as exc:
-            raise DatasetError(str(exc)) from None
+        task_set = load_taskset(taskset)
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        tasks = ts.train_tasks if split == "train" else ts.test_tasks
-        kwargs.setdefault("family", ts.family)
-        kwargs.setdefault("env_options", ts.env_options)
+        tasks = task_set.train_tasks if split == "train" else task_set.test_tasks
+        kwargs.setdefault("family", task_set.family)
+        kwargs.setdefault("env_options", task_set.env_options)
         return cls.from_dir(root, tasks, quality, **kwargs)
 
     # -- facts

@@ -19,12 +19,9 @@ def dataset_path(root: str | os.PathLike, task: str, quality: str,
     """Where the dataset of ``task`` at ``quality`` lives under a data directory:
     ``root/<task with ':' replaced by '_'>/<quality>.h5`` (``smac:3m`` -> ``smac_3m``), the
     folder suffixed with ``+key=value`` per simulator option, in key order
-    (``smac_3m+enemy_reaction=0.8``). Unknown task families and qualities raise DatasetError;
-    quality aliases (``medium_replay``) are spelled canonically."""
-    try:
-        envs.split_task(task)
-    except envs.EnvError as exc:
-        raise DatasetError(str(exc)) from None
+    (``smac_3m+enemy_reaction=0.8``). An unknown task family raises EnvError, an unknown
+    quality DatasetError; quality aliases (``medium_replay``) are spelled canonically."""
+    envs.split_task(task)
     tag = "".join(f"+{key}={value}" for key, value in sorted((env_options or {}).items()))
     return Path(os.fspath(root)) / (task.replace(":", "_") + tag) / f"{check_quality(quality).name}.h5"
 
