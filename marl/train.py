@@ -79,39 +79,13 @@ def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
 def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) -> dict:
     """Train (or resume) one run; returns the final stats. ``cfg`` is a ``load_config`` result
     (ignored when resuming: the run's saved config is used, with ``updates`` from ``cfg``)."""
-    from marl.config import from_run
-
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     rank, world = _distributed()
-    if resume:
-        saved = from_run(run_dir)
-        if cfg is not None and cfg.algo != saved.algo:
-            raise TrainError(f"{run_dir} is a run of algorithm {saved.algo!r}, not {cfg.algo!r}")
-        if cfg is not None:
-            saved.updates = cfg.updates
-        cfg = saved
-    elif (ckpt_dir / "last.pt").exists():
-        raise TrainError(f"{run_dir} already holds a run; resume it with "
-                         f"`marl train --resume {run_dir}` or choose another --out")
-
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    torch.set_flush_denormal(True)
-    if cfg.release_memory and not release_freed_memory():
-        log("release_memory: glibc's mallopt is not available here; ignored")
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    torch.manual_seed(cfg.seed)
-    try:
-        taskset, data = load_dataset(cfg)
-    except envs.UserError as exc:
-        raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc} (build it with `marl "
-                         f"datasets build {cfg.data.taskset} --quality {cfg.data.quality} --out "
-                         f"{cfg.data.root}`)") from None
-    if data.family != taskset.family:
-        raise TrainError(f"data family {data.family!r} does not fit task set "
-                         f"{taskset.name!r} ({taskset.family!r})")
+    cfg = _run_config(cfg, run_dir, resume)
+    _set_up_torch(cfg, log)
+    taskset, data = _load_data(cfg)
     model = build_model(cfg, data.family)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -154,8 +128,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
                          "family": data.family, "tasks": list(data.tasks)}, path)
 
     stats: dict[str, float] = {}
-    started, window_start, window_updates = time.perf_counter(), time.perf_counter(), 0
+    started = time.perf_counter()
     samples_per_update = cfg.batch_size * len(data.tasks) * world
+    progress = _Progress(cfg, writer, samples_per_update, log)
     while update < cfg.updates:
         batches = [data.sample(cfg.batch_size, task=t, generator=gen) for t in data.tasks]
         optim.zero_grad(set_to_none=True)
@@ -167,22 +142,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
         optim.step()
         update += 1
         model.after_update(update)
-        window_updates += 1
-        if update % cfg.log_interval == 0 or update == cfg.updates:
-            now = time.perf_counter()
-            rate = window_updates / max(now - window_start, 1e-9)
-            window_start, window_updates = now, 0
-            if writer is not None:
-                for key, value in stats.items():
-                    writer.add_scalar(f"loss/{key}", value, update)
-                writer.add_scalar("speed/updates_per_s", rate, update)
-                writer.add_scalar("speed/samples_per_s", rate * samples_per_update, update)
-                terms = " ".join(f"{k} {v:.3f}" for k, v in stats.items()
-                                 if k in ("loss", "bc", "value", "prediction", "contrastive"))
-                eta = (cfg.updates - update) / max(rate, 1e-9)
-                bar = "#" * int(20 * update / cfg.updates)
-                log(f"[{bar:<20}] {update:>6}/{cfg.updates} {rate:.2f} updates/s, "
-                    f"{eta / 60:.1f} min left  {terms}")
+        progress.step(update, stats)
         evaluate_now = cfg.eval.interval and (update % cfg.eval.interval == 0
                                               or update == cfg.updates)
         if evaluate_now:
@@ -195,20 +155,97 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
             _health(cfg, model, data, run_dir, update, writer, log)
         if update % cfg.checkpoint_interval == 0 or update == cfg.updates:
             checkpoint(ckpt_dir / "last.pt")
-    if world > 1:  # the ranks must end with identical parameters: check and record it
-        flat = torch.cat([p.detach().reshape(-1) for p in params])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        diff = max(float((g - flat).abs().max()) for g in gathered)
-        if rank == 0:
-            atomic_write_text(run_dir / "ranks.json", json.dumps(
-                {"world_size": world, "max_abs_param_diff": diff, "update": update}))
-            log(f"{world} ranks, largest parameter difference between ranks: {diff}")
+    if world > 1:
+        _record_rank_agreement(params, world, rank, run_dir, update, log)
     if writer is not None:
         writer.close()
         log(f"done: {update} updates in {time.perf_counter() - started:.0f} s; "
             f"checkpoints in {ckpt_dir}")
     return stats
+
+
+def _run_config(cfg: DictConfig | None, run_dir: Path, resume: bool) -> DictConfig:
+    """The config to train with: the run's saved one when resuming (with ``updates`` from
+    ``cfg``), else ``cfg``, refusing to start over an existing run."""
+    from marl.config import from_run
+
+    if resume:
+        saved = from_run(run_dir)
+        if cfg is not None and cfg.algo != saved.algo:
+            raise TrainError(f"{run_dir} is a run of algorithm {saved.algo!r}, not {cfg.algo!r}")
+        if cfg is not None:
+            saved.updates = cfg.updates
+        return saved
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise TrainError(f"{run_dir} already holds a run; resume it with "
+                         f"`marl train --resume {run_dir}` or choose another --out")
+    return cfg
+
+
+def _set_up_torch(cfg: DictConfig, log) -> None:
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+    if cfg.release_memory and not release_freed_memory():
+        log("release_memory: glibc's mallopt is not available here; ignored")
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+
+
+def _load_data(cfg: DictConfig):
+    """(task set, dataset), with the command that builds missing data in the error."""
+    try:
+        taskset, data = load_dataset(cfg)
+    except envs.UserError as exc:
+        raise TrainError(f"data for task set {cfg.data.taskset!r}: {exc} (build it with `marl "
+                         f"datasets build {cfg.data.taskset} --quality {cfg.data.quality} --out "
+                         f"{cfg.data.root}`)") from None
+    if data.family != taskset.family:
+        raise TrainError(f"data family {data.family!r} does not fit task set "
+                         f"{taskset.name!r} ({taskset.family!r})")
+    return taskset, data
+
+
+class _Progress:
+    """Every ``log_interval`` updates: the loss terms and speed to TensorBoard and one line."""
+
+    def __init__(self, cfg: DictConfig, writer, samples_per_update: int, log):
+        self.cfg, self.writer, self.samples, self.log = cfg, writer, samples_per_update, log
+        self.window_start, self.window_updates = time.perf_counter(), 0
+
+    def step(self, update: int, stats: dict) -> None:
+        self.window_updates += 1
+        cfg = self.cfg
+        if not (update % cfg.log_interval == 0 or update == cfg.updates):
+            return
+        now = time.perf_counter()
+        rate = self.window_updates / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_updates = now, 0
+        if self.writer is None:
+            return
+        for key, value in stats.items():
+            self.writer.add_scalar(f"loss/{key}", value, update)
+        self.writer.add_scalar("speed/updates_per_s", rate, update)
+        self.writer.add_scalar("speed/samples_per_s", rate * self.samples, update)
+        terms = " ".join(f"{k} {v:.3f}" for k, v in stats.items()
+                         if k in ("loss", "bc", "value", "prediction", "contrastive"))
+        eta = (cfg.updates - update) / max(rate, 1e-9)
+        bar = "#" * int(20 * update / cfg.updates)
+        self.log(f"[{bar:<20}] {update:>6}/{cfg.updates} {rate:.2f} updates/s, "
+                 f"{eta / 60:.1f} min left  {terms}")
+
+
+def _record_rank_agreement(params, world: int, rank: int, run_dir: Path, update: int,
+                           log) -> None:
+    """The ranks must end with identical parameters: the largest difference, in ranks.json."""
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    diff = max(float((g - flat).abs().max()) for g in gathered)
+    if rank == 0:
+        atomic_write_text(run_dir / "ranks.json", json.dumps(
+            {"world_size": world, "max_abs_param_diff": diff, "update": update}))
+        log(f"{world} ranks, largest parameter difference between ranks: {diff}")
 
 
 def _evaluate(cfg, taskset, model, run_dir: Path, update: int, writer, rank: int, log):
