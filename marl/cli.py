@@ -301,10 +301,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets_inspect(args: argparse.Namespace) -> None:
-    from marl.data.card import dataset_card
+def _datasets_inspect(args: argparse.Namespace) -> int:
+    from marl.data.card import inspect_dataset
 
-    print(dataset_card(args.path, task=args.task))
+    card, problem = inspect_dataset(args.path, task=args.task)
+    print(card)
+    return 1 if problem else 0  # a file that does not verify is a failure, card or not
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -241,7 +241,7 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     None: the quality's own (``choose_snapshots``); else greedy, sampled or epsilon:E,
     recorded in the file's ``behavior_policy`` attribute and its card."""
     from marl.behavior.jax_ppo import parse_sampling
-    from marl.data.format import read_dataset, write_dataset
+    from marl.data.format import DatasetError, read_dataset, write_dataset
     from marl.data.paths import check_env_options
 
     if episodes < 1:
@@ -249,7 +249,13 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     if sampling is not None:
         parse_sampling(sampling)
     out = Path(out)
-    if out.exists():  # finished before; kept only if collected under the options asked for now
+    if out.exists():
+        try:  # finished before: kept only if it still verifies ...
+            read_dataset(out, task)
+        except DatasetError as exc:
+            print(f"{out} does not verify ({exc}); collecting it again", flush=True)
+            out.unlink()
+    if out.exists():  # ... and was collected under the options asked for now
         if env_options is not None:
             check_env_options(out, task, env_options)
         recorded = read_dataset(out, task, verify=False).attrs.get("behavior_policy", {}).get("sampling")

@@ -58,6 +58,16 @@ def test_datasets_build_from_shipped_policy_then_inspect(tmp_path, capsys):
     assert main(["datasets", "inspect", str(path)]) == 0
     card = capsys.readouterr().out
     assert "16" in card and "medium" in card and "smac:3m" in card
+    # a damaged file is collected again, not kept (here: its opponent rewritten)
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["env_options"] = '{"enemy_reaction": 0.5}'
+    assert main(["datasets", "inspect", str(path)]) == 1
+    assert main(["datasets", "build", str(taskset), "--quality", "medium", "--episodes", "16",
+                 "--num-envs", "8", "--out", str(out)]) == 0
+    assert "does not verify" in capsys.readouterr().out
+    assert main(["datasets", "inspect", str(path)]) == 0
 
 
 def test_collect_with_env_options(tmp_path, capsys):

@@ -235,13 +235,16 @@ def test_smax_round_trip(tmp_path):
         assert f["obs"].chunks == (1, 19, 3, 30) and f["obs"].compression == "gzip"
         assert f["actions"].dtype == np.int64 and f["avail_actions"].dtype == np.int32
 
-    # the same file from the task name alone (no env_info): same layout and checksum
+    # the same file from the task name alone (no env_info): same layout and array checksums
+    # (the attributes' digest differs: that layout records more, those options say more)
     again = tmp_path / "again.h5"
     write_dataset(again, arrays, task="smac:3m", backend="smax", quality="expert",
                   behavior_policy=POLICY, seed=0, battle_won=won,
                   env_options=dict(env.info.options, episode_limit=18))
     other = read_dataset(again).attrs
-    assert other["checksum"] == attrs["checksum"]
+    arrays_only = lambda sums: {k: v for k, v in sums.items() if k != "attributes"}  # noqa: E731
+    assert arrays_only(other["checksums"]) == arrays_only(attrs["checksums"])
+    assert set(attrs["checksums"]) - set(arrays_only(attrs["checksums"])) == {"attributes"}
     assert {k: other["layout"][k] for k in layout} == layout
 
 
@@ -271,7 +274,10 @@ def test_mujoco_round_trip(tmp_path):
     # without env_info the writer builds the task once for its MuJoCo sizes
     write_dataset(tmp_path / "b.h5", arrays, task="mamujoco:HalfCheetah-2x3", backend="mujoco",
                   quality="poor", behavior_policy=POLICY, seed=1)
-    assert read_dataset(tmp_path / "b.h5").attrs["checksum"] == data.attrs["checksum"]
+    again = read_dataset(tmp_path / "b.h5").attrs  # the same arrays, other env_options recorded
+    assert {k: v for k, v in again["checksums"].items() if k != "attributes"} == \
+        {k: v for k, v in data.attrs["checksums"].items() if k != "attributes"}
+    assert again["layout"] == layout
 
 
 def test_mpe_round_trip(tmp_path):
@@ -373,6 +379,44 @@ def test_corrupted_data_fails_checksum(small_file):
     assert read_dataset(path, verify=False).n_episodes == 4
     card = dataset_card(path)
     assert "FAILED" in card and "checksum mismatch" in card
+    from marl.cli import main
+
+    assert main(["datasets", "inspect", str(path)]) == 1  # the card, and a failing status
+
+
+def test_a_non_finite_reward_gets_a_card_that_says_so_and_fails(small_file, capsys):
+    from marl.cli import main
+
+    path, _ = small_file
+    with h5py.File(path, "r+") as f:
+        f["reward"][1, 0, 0] = np.nan
+    card = dataset_card(path)
+    assert "1 of 4 returns are not finite" in card and "FAILED" in card
+    assert main(["datasets", "inspect", str(path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, value", [
+    ("backend", "sc2"), ("env_options", '{"enemy_reaction": 0.5}'), ("task", "smac:4m"),
+    ("quality", "expert"), ("env_options", None), ("checksum", None)])
+def test_changing_what_the_data_mean_fails_verification(small_file, name, value):
+    """The checksum covers the attributes that change the data's meaning (schema 2): another
+    backend, opponent, task or quality written over a file, or a deleted checksum, is refused."""
+    path, _ = small_file
+    with h5py.File(path, "r+") as f:
+        assert f.attrs["schema_version"] == 2
+        if value is None:
+            del f.attrs[name]
+        else:
+            f.attrs[name] = value
+    with pytest.raises(DatasetError, match=r"3m-medium\.h5: "):
+        read_dataset(path)
+    if name in ("backend", "env_options"):  # the layout still fits: only the digest can tell
+        with pytest.raises(DatasetError, match="attributes task, family, backend"):
+            read_dataset(path)
+    if name == "checksum":
+        with pytest.raises(DatasetError, match="attribute 'checksum' is missing"):
+            read_dataset(path)
 
 
 def test_tampered_checksum_attribute(small_file):

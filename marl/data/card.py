@@ -13,6 +13,12 @@ from marl.data.format import read_dataset
 
 # ---------------------------------------------------------------------------------- the card
 def _histogram(values: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
+    finite = values[np.isfinite(values)]
+    if len(finite) < len(values):  # a damaged file: say so instead of failing to draw
+        note = [f"    ({len(values) - len(finite)} of {len(values)} returns are not finite)"]
+        if not len(finite):
+            return note
+        return note + _histogram(finite, bins, width)
     counts, edges = np.histogram(values, bins=bins)
     top = max(int(counts.max()), 1)
     lines = []
@@ -27,11 +33,20 @@ def dataset_card(path: str | os.PathLike, task: str | None = None) -> str:
     """A human-readable summary of a dataset file or ODIS folder: episodes, transitions, episode
     lengths, returns (with a 10-bin text histogram), win rate, layout, quality, behaviour policy
     and whether the checksum and conventions verify."""
+    return inspect_dataset(path, task)[0]
+
+
+def inspect_dataset(path: str | os.PathLike, task: str | None = None) -> tuple[str, str | None]:
+    """(the card, the first problem found or None). A file that does not verify still gets a
+    card where its arrays can be read unverified, with the problem in its last line;
+    ``marl datasets inspect`` then exits 1."""
+    problem = None
     try:
         data = read_dataset(path, task=task, verify=True)
         verdict = "OK"
     except DatasetError as exc:
         data = read_dataset(path, task=task, verify=False)
+        problem = str(exc)
         verdict = f"FAILED: {exc}"
     attrs = data.attrs
     lengths, returns, wins = data.lengths, data.returns, data.wins
@@ -71,7 +86,7 @@ def dataset_card(path: str | os.PathLike, task: str | None = None) -> str:
         f"  env options:     {json.dumps(attrs.get('env_options'))}",
         f"  {check}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", problem
 
 
 def _sampling_line(policy) -> str:

@@ -5,12 +5,13 @@ to actions) and the streaming SHA-256 checksums that name a damaged key."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Iterable
 
 import numpy as np
 
 from marl.data.errors import DatasetError
-from marl.data.schema import WON_KEY, keys_for
+from marl.data.schema import MEANING_ATTRS, WON_KEY, keys_for
 
 # ---------------------------------------------------------------------------------- semantics
 def check_semantics(arrays: dict[str, np.ndarray], layout: dict, where: str,
@@ -138,17 +139,28 @@ class Digests:
     def finish(self) -> None:
         self.per_key[self.key] = "sha256:" + self.one.hexdigest()
 
+    def add_attributes(self, attrs: dict) -> None:
+        """Schema 2: the attributes that change what the data mean (``MEANING_ATTRS``), as
+        canonical JSON after every array, under the name ``attributes``."""
+        text = json.dumps({k: attrs.get(k) for k in MEANING_ATTRS}, sort_keys=True).encode()
+        self.total.update(b"attributes\n" + text)
+        self.per_key["attributes"] = "sha256:" + hashlib.sha256(text).hexdigest()
+
     def result(self) -> tuple[str, dict[str, str]]:
         return "sha256:" + self.total.hexdigest(), self.per_key
 
 
-def compute_checksums(arrays: dict[str, np.ndarray]) -> tuple[str, dict[str, str]]:
+def compute_checksums(arrays: dict[str, np.ndarray],
+                      attrs: dict | None = None) -> tuple[str, dict[str, str]]:
     """``("sha256:<hex>", {key: "sha256:<hex>"})`` over ``arrays`` in sorted key order: for each
-    key ``"<key>:<dtype>:<shape>\\n"`` then its little-endian C-order bytes."""
+    key ``"<key>:<dtype>:<shape>\\n"`` then its little-endian C-order bytes; then, given
+    ``attrs`` (schema 2), the attributes that change the data's meaning."""
     digests = Digests()
     for key in sorted(arrays):
         arr = np.asarray(arrays[key])
         digests.start(key, arr.dtype, arr.shape)
         digests.update(arr)
         digests.finish()
+    if attrs is not None:
+        digests.add_attributes(attrs)
     return digests.result()

@@ -31,7 +31,7 @@ from marl.data.checks import (
 from marl.data.errors import DatasetError
 from marl.data.odis import concat_episodes, odis_header, part_files
 from marl.data.qualities import checked_quality
-from marl.data.schema import (layout_for, 
+from marl.data.schema import (MEANING_ATTRS, layout_for, 
     BLOCK_BYTES,
     COMPRESSION,
     JSON_ATTRS,
@@ -142,7 +142,6 @@ def write_dataset(
     hashed = dict(data)
     if won is not None:
         hashed[WON_KEY] = won
-    checksum, checksums = compute_checksums(hashed)
     attrs: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "task": task,
@@ -156,9 +155,11 @@ def write_dataset(
         **episode_statistics(lengths, returns, won),
         "seed": int(seed),
         "created_by": f"marl {_version()}",
-        "checksum": checksum,
-        "checksums": checksums,
     }
+    # hashed as a reader decodes them: JSON attributes round-tripped
+    meaning = {k: json.loads(json.dumps(attrs[k])) if k in JSON_ATTRS else attrs[k]
+               for k in MEANING_ATTRS}
+    attrs["checksum"], attrs["checksums"] = compute_checksums(hashed, meaning)
     _atomic_h5_write(path, hashed, attrs)
 
 
@@ -316,10 +317,15 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
     else:
         attrs, task, layout = odis_header(where, task, quality)
     won = _check_stored(stored, layout, where, task, ours, verify)
-    reader = _BlockReader(stored, layout, where, won, verify,
-                          checksum=verify and ours and "checksum" in attrs, packed=packed)
+    if verify and ours and "checksum" not in attrs:
+        raise DatasetError(f"{where}: attribute 'checksum' is missing; every marl file records "
+                           "one, so this file was altered after it was written")
+    reader = _BlockReader(stored, layout, where, won, verify, checksum=verify and ours,
+                          packed=packed)
     arrays = reader.read()
     if reader.digests:
+        if attrs["schema_version"] >= 2:
+            reader.digests.add_attributes(attrs)
         _compare_checksums(reader.digests, attrs, where)
     if reader.problem is not None:
         raise reader.problem
@@ -478,6 +484,11 @@ def _compare_checksums(digests: Digests, attrs: dict, where: str) -> None:
         stored_keys = attrs.get("checksums") or {}
         bad = [k for k in sorted(per_key) if stored_keys.get(k) != per_key[k]]
         bad_key = bad[0] if bad else "checksum"
+        if bad_key == "attributes":
+            raise DatasetError(
+                f"{where}: the attributes {', '.join(MEANING_ATTRS)} do not hash to the file's "
+                "'checksums'; one of them was changed after the file was written (data from "
+                "another task, simulator or opponent must not pass for this one)")
         raise DatasetError(
             f"{where}: key {bad_key!r}: checksum mismatch (the data hash to {total}, the "
             f"file's 'checksum' attribute says {attrs['checksum']}); the file was modified"

@@ -55,7 +55,9 @@ import numpy as np
 import envs
 from marl.data.errors import DatasetError
 
-SCHEMA_VERSION = 1
+# 2: the checksum also covers the attributes that change what the data mean (1 is still read)
+SCHEMA_VERSION = 2
+MEANING_ATTRS = ("task", "family", "backend", "layout", "env_options", "quality")
 DISCRETE_KEYS: tuple[str, ...] = (
     "obs", "state", "actions", "actions_onehot", "avail_actions", "reward", "terminated", "filled",
 )
