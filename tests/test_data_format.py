@@ -419,6 +419,15 @@ def test_changing_what_the_data_mean_fails_verification(small_file, name, value)
             read_dataset(path)
 
 
+def test_a_deleted_optional_key_is_named(small_file):
+    path, _ = small_file
+    with h5py.File(path, "r+") as f:
+        assert "battle_won" in f
+        del f["battle_won"]
+    with pytest.raises(DatasetError, match="key 'battle_won' is missing"):
+        read_dataset(path)
+
+
 def test_tampered_checksum_attribute(small_file):
     path, _ = small_file
     with h5py.File(path, "r+") as f:

@@ -482,6 +482,10 @@ def _compare_checksums(digests: Digests, attrs: dict, where: str) -> None:
     total, per_key = digests.result()
     if total != attrs["checksum"]:
         stored_keys = attrs.get("checksums") or {}
+        gone = sorted(set(stored_keys) - set(per_key) - {"attributes"})
+        if gone:
+            raise DatasetError(f"{where}: key {gone[0]!r} is missing; the file's 'checksums' "
+                               "record it, so it was deleted after the file was written")
         bad = [k for k in sorted(per_key) if stored_keys.get(k) != per_key[k]]
         bad_key = bad[0] if bad else "checksum"
         if bad_key == "attributes":
