@@ -160,12 +160,42 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key} must be one of {', '.join(map(repr, allowed))}, "
                               f"got {cfg.model[key]!r}")
     positive("model.history", allow_zero=True)
+    for key in ("dim", "heads", "depth", "hidden"):
+        if key in cfg.model:
+            positive(f"model.{key}")
+    if "heads" in cfg.model and cfg.model.dim % cfg.model.heads:
+        raise ConfigError(f"model.heads={cfg.model.heads} must divide model.dim={cfg.model.dim} "
+                          "(each attention head gets dim / heads features)")
+    if cfg.data.episodes is not None:
+        positive("data.episodes")
+    check_device(cfg.device, "device")
     if cfg.model.history and cfg.algo not in HISTORY_ALGOS:
         raise ConfigError(f"model.history={cfg.model.history}: only {', '.join(HISTORY_ALGOS)} "
                           f"read past steps, {cfg.algo} does not (set model.history=0)")
     _check_family(cfg)
     if cfg.data.subset not in ("last", "random"):
         raise ConfigError(f"data.subset must be 'last' or 'random', got {cfg.data.subset!r}")
+
+
+def check_device(device: str, option: str) -> str:
+    """``device`` if torch can use it on this machine, else one ConfigError naming ``option``."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{option}={device!r} is not a torch device; use cpu, cuda or "
+                          "cuda:N") from None
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+              "mps": torch.backends.mps.is_available()}
+    if not usable.get(kind.type, False):
+        have = [name for name, ok in usable.items() if ok]
+        raise ConfigError(f"{option}={device!r}: no such device on this machine (usable: "
+                          f"{', '.join(have)})")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option}={device!r}: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s)")
+    return device
 
 
 def _check_family(cfg: DictConfig) -> None:

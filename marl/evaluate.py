@@ -23,6 +23,7 @@ import torch
 
 import envs
 from marl.checkpoint import atomic_write_text
+from marl.config import check_device
 from marl.rollout import evaluate_task, score
 from marl.runs import check_task_family, load_run_model, trained_tasks
 
@@ -115,6 +116,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
 
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
+    check_device(device, "--device")
     cfg, model, path, ckpt = load_run_model(run_dir, checkpoint, device)
     task_set = load_taskset(taskset or cfg.data.taskset)
     tasks = list(tasks) if tasks else list(dict.fromkeys(task_set.train_tasks + task_set.test_tasks))

@@ -166,8 +166,14 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
 
 def _run_config(cfg: DictConfig | None, run_dir: Path, resume: bool) -> DictConfig:
     """The config to train with: the run's saved one when resuming (with ``updates`` from
-    ``cfg``), else ``cfg``, refusing to start over an existing run."""
+    ``cfg``), else ``cfg``, refusing to start over an existing run or below a file."""
     from marl.config import from_run
+
+    blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()),
+                    None)
+    if blocking is not None:
+        raise TrainError(f"run folder {run_dir}: {blocking} is a file, not a folder; choose "
+                         "another --out")
 
     if resume:
         saved = from_run(run_dir)

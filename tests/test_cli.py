@@ -173,3 +173,25 @@ def test_behavior_train_defaults_come_from_the_config_and_set_changes_any_settin
                  "--set", "clip=wide"]) == 2
     assert "'clip'" in capsys.readouterr().err
     assert len(seen) == 2 and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "device=tpu"], "device='tpu' is not a torch device"),
+    (["train", "device=cuda:7"], "device='cuda:7'"),
+    (["train", "model.dim=0"], "model.dim must be > 0"),
+    (["train", "model.heads=3", "model.dim=32"], "model.heads=3 must divide model.dim=32"),
+    (["train", "data.episodes=0"], "data.episodes must be > 0"),
+    (["train", "algo=updet", "data.taskset=mujoco-partitions"], "needs discrete actions"),
+])
+def test_bad_training_options_are_one_line_before_any_data_is_read(argv, says, tmp_path, capsys):
+    assert main(argv + [f"data.root={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "data for task set" not in err[0], err
+
+
+def test_a_run_folder_below_a_file_and_an_absent_device_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["train", "--out", str(tmp_path / "file" / "run"), "updates=1"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--device", "tpu"]) == 2
+    assert "--device='tpu' is not a torch device" in capsys.readouterr().err
