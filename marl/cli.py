@@ -216,6 +216,11 @@ def _train(args: argparse.Namespace) -> None:
     if args.resume:
         if not (Path(args.resume) / "config.yaml").is_file():
             raise TrainError(f"{args.resume} is not a run folder (no config.yaml)")
+        ignored = [o for o in args.overrides if not o.startswith("updates=")]
+        if ignored or args.config:
+            raise TrainError(f"--resume {args.resume}: a resumed run keeps the config it was "
+                             f"started with; only updates=N may change (given: "
+                             f"{' '.join(ignored + (['--config ' + args.config] if args.config else []))})")
         train(load_config(Path(args.resume) / "config.yaml", args.overrides), args.resume,
               resume=True)
         return

@@ -85,7 +85,11 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "last", device: str = 
 
 
 def check_task_family(task: str, ckpt: dict, path: Path) -> None:
-    """RunError unless ``task`` is a known task of the family the checkpoint was trained on."""
+    """RunError unless ``task`` is a known task of the family the checkpoint was trained on
+    (its map name checked too, without starting a simulator)."""
+    from envs.tasksets import validate_task
+
+    validate_task(task)
     family = envs.split_task(task)[0].name
     if family != ckpt["family"]:
         raise RunError(f"{task} is of family {family!r}; {path} was trained on "

@@ -91,7 +91,11 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     update, best_score = 0, None
-    if resume:
+    for stale in ckpt_dir.glob(".*.tmp-*") if rank == 0 else ():
+        stale.unlink(missing_ok=True)  # a checkpoint write cut short by a kill
+    if resume and not (ckpt_dir / "last.pt").exists():
+        log(f"{run_dir} was stopped before its first checkpoint: starting it from update 0")
+    elif resume:
         ckpt = load_checkpoint(ckpt_dir / "last.pt", cfg.algo)
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])

@@ -195,3 +195,11 @@ def test_a_run_folder_below_a_file_and_an_absent_device_are_one_line(tmp_path, c
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--device", "tpu"]) == 2
     assert "--device='tpu' is not a torch device" in capsys.readouterr().err
+
+
+def test_resume_refuses_overrides_it_would_drop_and_a_killed_first_run_restarts(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("algo: bc\n")
+    assert main(["train", "--resume", str(run), "lr=0.5"]) == 2
+    assert "only updates=N may change (given: lr=0.5)" in capsys.readouterr().err

@@ -120,6 +120,9 @@ def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
         evaluate_run(tiny_run, tasks=["mpe:spread-3"], workers=1)
     with pytest.raises(EnvError, match="unknown task family"):
         evaluate_run(tiny_run, tasks=["smoc:3m"], workers=1)
+    # a misspelt map is refused before anything runs, so no report is overwritten
+    with pytest.raises(EnvError, match="3mm"):
+        evaluate_run(tiny_run, tasks=["smac:3m", "smac:3mm"], workers=1)
     ckpt = load_checkpoint_file(tiny_run / "checkpoints" / "last.pt")
     ckpt["algo"] = "bc"
     torch.save(ckpt, tmp_path / "other.pt")

@@ -215,3 +215,19 @@ def test_quickstart_runs_end_to_end(tmp_path):
     health = json.loads((tmp_path / "qs" / "results.json").read_text())["health"]
     assert set(health["tasks"]) == {"smac:3m", "smac:5m", "smac:10m"}
     assert "Skill health" in table and "value.ratio" in table
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tiny_data, tmp_path):
+    """Its config.yaml exists but no last.pt: --resume starts it from update 0, and the
+    temporary file of a checkpoint write cut short is removed."""
+    cfg = load_config(None, tiny_overrides(tiny_data, "updates=2"))
+    train(cfg, tmp_path / "run", log=lambda s: None)
+    ckpts = tmp_path / "run" / "checkpoints"
+    for f in ckpts.iterdir():
+        f.unlink()
+    (ckpts / ".last.pt.tmp-12345").write_bytes(b"half a checkpoint")
+    lines = []
+    train(cfg, tmp_path / "run", resume=True, log=lines.append)
+    assert any("before its first checkpoint" in line for line in lines)
+    assert load_checkpoint(ckpts / "last.pt", "hissd")["update"] == 2
+    assert not list(ckpts.glob(".*.tmp-*"))
