@@ -30,8 +30,10 @@ Where SMAX differs from StarCraft II and what this adapter does about it:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -69,18 +71,32 @@ def _enable_persistent_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence file descriptor 1 for the block. ``contextlib.redirect_stdout`` is not enough
+    for jaxmarl's import: something it imports rebinds ``sys.stdout`` to the process's stream."""
+    sys.stdout.flush()
+    saved, saved_stdout = os.dup(1), sys.stdout
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = saved_stdout
+
+
 class _SmaxProgram:
     """The jitted reset/step of one (map, opponent, limit): built once per process."""
 
     def __init__(self, layout: SmacLayout, enemy_attack_mode: str, enemy_reaction: float,
                  episode_limit: int):
-        import contextlib
-        import io
-
         import jax
         import jax.numpy as jnp
 
-        with contextlib.redirect_stdout(io.StringIO()):  # jaxmarl prints about optional envs
+        with _quiet_stdout():  # jaxmarl prints about optional environments it lacks
             from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario
         _enable_persistent_cache()
         self.layout, self.episode_limit = layout, episode_limit

@@ -101,16 +101,28 @@ def test_same_seed_same_results_and_workers_agree(tiny_run):
     assert key(a) == key(b)
 
 
-def test_a_failing_task_is_reported_and_the_others_finish(tiny_run, tmp_path):
+def test_a_failing_task_is_reported_and_the_others_finish(tiny_run, tmp_path, monkeypatch):
+    """A task that fails while it plays (task names are checked before anything runs, so the
+    failure is injected) is reported by name; the other tasks finish and the command exits 1."""
+    import marl.evaluate
     from marl.cli import main
 
-    code = main(["evaluate", str(tiny_run), "--tasks", "smac:3m,smac:0m", "--episodes", "2",
-                 "--workers", "2", "--out", str(tmp_path)])
+    played = marl.evaluate.evaluate_task
+
+    def fails_on_4m(model, task, *args, **kwargs):
+        if task == "smac:4m":
+            raise RuntimeError("the simulator broke")
+        return played(model, task, *args, **kwargs)
+
+    monkeypatch.setattr(marl.evaluate, "evaluate_task", fails_on_4m)
+    code = main(["evaluate", str(tiny_run), "--tasks", "smac:3m,smac:4m", "--episodes", "2",
+                 "--workers", "1", "--out", str(tmp_path)])
     assert code == 1
     report = json.loads((tmp_path / "zero_shot.json").read_text())
     assert [r["task"] for r in report["results"]] == ["smac:3m"]
-    assert [e["task"] for e in report["errors"]] == ["smac:0m"]
-    assert "smac:0m" in (tmp_path / "zero_shot.md").read_text()
+    assert [e["task"] for e in report["errors"]] == ["smac:4m"]
+    assert "the simulator broke" in report["errors"][0]["error"]
+    assert "smac:4m" in (tmp_path / "zero_shot.md").read_text()
 
 
 def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
