@@ -281,12 +281,16 @@ def _decode_attrs(raw: dict, where: str) -> dict:
     return out
 
 
+# What h5py raises on a damaged file, depending on which of its structures the damage hit
+H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
+
+
 def _load(dataset, where: str, selection=()) -> np.ndarray:
     """``dataset[selection]`` (all of it by default); an unreadable chunk is a DatasetError
     naming the key."""
     try:
         return dataset[selection]
-    except OSError as exc:
+    except H5_ERRORS as exc:
         raise DatasetError(
             f"{where}: cannot read key {dataset.name.lstrip('/')!r}: the file is truncated or "
             f"corrupt (h5py: {exc}); expected a complete marl/ODIS dataset file") from None
@@ -300,7 +304,9 @@ def _read_file(file: Path, task: str | None, quality: str | None, verify: bool,
         with h5py.File(file, "r") as f:
             stored = {k: f[k] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
             return _read_open(str(file), dict(f.attrs), stored, task, quality, verify, packed)
-    except OSError as exc:
+    except DatasetError:
+        raise
+    except H5_ERRORS as exc:
         raise DatasetError(
             f"{file}: cannot read the file: the file is truncated or corrupt, or not HDF5 "
             f"(h5py: {exc}); expected a complete marl/ODIS dataset file") from None
@@ -317,9 +323,10 @@ def _read_open(where: str, raw: dict, stored: dict, task: str | None, quality: s
     else:
         attrs, task, layout = odis_header(where, task, quality)
     won = _check_stored(stored, layout, where, task, ours, verify)
-    if verify and ours and "checksum" not in attrs:
-        raise DatasetError(f"{where}: attribute 'checksum' is missing; every marl file records "
-                           "one, so this file was altered after it was written")
+    for name in ("checksum", "checksums") if verify and ours else ():
+        if name not in attrs:
+            raise DatasetError(f"{where}: attribute {name!r} is missing; every marl file "
+                               "records it, so this file was altered after it was written")
     reader = _BlockReader(stored, layout, where, won, verify, checksum=verify and ours,
                           packed=packed)
     arrays = reader.read()

@@ -96,5 +96,5 @@ def peek_attrs(path: Path) -> dict:
                 except ValueError:
                     del out["env_options"]  # read_dataset reports a malformed attribute
             return out
-    except OSError:
-        return {}
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError):
+        return {}  # a damaged file: read_dataset says what is wrong with it
