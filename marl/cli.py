@@ -225,6 +225,10 @@ def _train(args: argparse.Namespace) -> None:
               resume=True)
         return
     cfg = load_config(args.config, args.overrides)
+    if args.config is None:  # say what runs: the defaults are a full-size run
+        print(f"marl train: no --config; training the built-in defaults: {cfg.algo} on "
+              f"{cfg.data.taskset} ({cfg.data.quality}) for {cfg.updates} updates "
+              "(configs: experiments/hissd/*.yaml)", file=sys.stderr, flush=True)
     out = args.out or (f"runs/{cfg.algo}/{Path(str(cfg.data.taskset)).stem}-"
                        f"{cfg.data.quality}-seed{cfg.seed}")
     train(cfg, out)

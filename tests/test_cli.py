@@ -189,6 +189,12 @@ def test_bad_training_options_are_one_line_before_any_data_is_read(argv, says, t
     assert len(err) == 1 and says in err[0] and "data for task set" not in err[0], err
 
 
+def test_training_without_a_config_says_what_it_trains(tmp_path, capsys):
+    assert main(["train", f"data.root={tmp_path}", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no --config; training the built-in defaults: hissd on marine-easy" in err
+
+
 def test_a_run_folder_below_a_file_and_an_absent_device_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     assert main(["train", "--out", str(tmp_path / "file" / "run"), "updates=1"]) == 2
