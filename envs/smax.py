@@ -74,9 +74,10 @@ def _enable_persistent_cache() -> None:
 @contextlib.contextmanager
 def _quiet_stdout():
     """Silence file descriptor 1 for the block. ``contextlib.redirect_stdout`` is not enough
-    for jaxmarl's import: something it imports rebinds ``sys.stdout`` to the process's stream."""
+    for jaxmarl's import: something it imports rebinds ``sys.stdout`` and ``sys.stderr`` to the
+    process's streams, so both are put back afterwards (a caller capturing them keeps them)."""
     sys.stdout.flush()
-    saved, saved_stdout = os.dup(1), sys.stdout
+    saved, streams = os.dup(1), (sys.stdout, sys.stderr)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
@@ -85,7 +86,7 @@ def _quiet_stdout():
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-        sys.stdout = saved_stdout
+        sys.stdout, sys.stderr = streams
 
 
 class _SmaxProgram:

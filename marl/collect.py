@@ -264,8 +264,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
                            "write to another --out (or delete the file)")
         return out
     parts = out.with_name(out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
     if quality == "medium-expert":  # ODIS: medium and expert episodes, half and half
+        parts.mkdir(parents=True, exist_ok=True)
         halves = [collect(task, policy, q, n, parts / f"{q}.h5", seed + i, num_envs, shard_episodes,
                           env_options, show_progress, sampling)
                   for i, (q, n) in enumerate((("medium", episodes // 2), ("expert", episodes - episodes // 2)))]
@@ -296,18 +296,25 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     else:
         options = dict(env_options)
     show = _progress(f"{task} {quality}", episodes) if show_progress else None
-    for k in range(n_shards):
-        shard = parts / f"shard_{k:05d}.h5"
-        size = min(shard_episodes, episodes - k * shard_episodes)
-        if shard.exists():  # from an interrupted run: reused only under the same options
-            check_env_options(shard, task, options)
-            continue
-        done_before = k * shard_episodes
-        arrays, wins, info = run_episodes(task, chosen, sampling, size, seed + k, num_envs, options,
-                                          (lambda n: show(done_before + n)) if show else None)
-        write_dataset(shard, arrays, task=task, backend=info.backend, quality=quality,
-                      behavior_policy=provenance, seed=seed + k, env_info=info,
-                      env_options=options, battle_won=wins)
+    parts.mkdir(parents=True, exist_ok=True)
+    try:
+        for k in range(n_shards):
+            shard = parts / f"shard_{k:05d}.h5"
+            size = min(shard_episodes, episodes - k * shard_episodes)
+            if shard.exists():  # from an interrupted run: reused only under the same options
+                check_env_options(shard, task, options)
+                continue
+            done_before = k * shard_episodes
+            arrays, wins, info = run_episodes(
+                task, chosen, sampling, size, seed + k, num_envs, options,
+                (lambda n: show(done_before + n)) if show else None)
+            write_dataset(shard, arrays, task=task, backend=info.backend, quality=quality,
+                          behavior_policy=provenance, seed=seed + k, env_info=info,
+                          env_options=options, battle_won=wins)
+    except BaseException:
+        if not any(parts.iterdir()):  # nothing collected: leave nothing behind
+            parts.rmdir()
+        raise
     shards = [read_dataset(parts / f"shard_{k:05d}.h5") for k in range(n_shards)]
     arrays = {key: np.concatenate([s.arrays[key] for s in shards]) for key in shards[0].arrays}
     wins = [s.wins for s in shards]

@@ -209,3 +209,31 @@ def test_resume_refuses_overrides_it_would_drop_and_a_killed_first_run_restarts(
     (run / "config.yaml").write_text("algo: bc\n")
     assert main(["train", "--resume", str(run), "lr=0.5"]) == 2
     assert "only updates=N may change (given: lr=0.5)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["collect", "--task", "smac:3m", "--policy", "{tmp}/none", "--quality", "expert",
+      "--out", "{tmp}/x.h5"], "no behaviour-policy snapshots"),
+    (["collect", "--task", "smac:3m", "--policy", "marl/policies/mpe_spread-2", "--quality",
+      "expert", "--out", "{tmp}/x.h5", "--episodes", "2"], "cannot act on smac:3m"),
+    (["visualize", "{tmp}/none", "--task", "smac:3m"], "is not a run folder"),
+    (["diagnose", "{tmp}/none"], "no run folder"),
+    (["compare", "{tmp}/none"], "no evaluation report"),
+    (["evaluate", "{tmp}/none"], "is not a run folder"),
+    (["behavior", "export", "{tmp}/none", "--out", "{tmp}/y"], "no behaviour-policy snapshots"),
+    (["behavior", "train", "smac:3m", "--out", "{tmp}/z", "--engine", "torch", "--recurrent"],
+     "--recurrent needs --engine jax"),
+    (["datasets", "build", "nosuch", "--quality", "expert"], "unknown task set 'nosuch'"),
+    (["datasets", "inspect", "{tmp}/none.h5"], "no such file or folder"),
+    (["envs", "check", "smac:0m"], "SMAC map '0m'"),
+    (["train", "--config", "{tmp}/none.yaml"], "does not exist"),
+    (["train", "--resume", "{tmp}/none"], "is not a run folder"),
+])
+def test_every_command_turns_a_mistake_into_one_line(argv, says, tmp_path, capsys):
+    """A bad-input table over the commands: exit status 2, one line naming what was wrong,
+    nothing written."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("marl: error:") and says in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
