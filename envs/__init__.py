@@ -29,12 +29,21 @@ class Family:
     default_backend: str
     map_help: str  # what map names are accepted
     module: str  # e.g. "envs.smac"
+    reports_wins: bool = False  # episodes end won or not (``info["battle_won"]``)
+    max_return: float | None = None  # the largest return an episode can earn, where it is fixed
 
     def parse_map(self, map_name: str):
         return importlib.import_module(self.module).parse_map(map_name)
 
     def layout_from_name(self, map_name: str, options: dict | None = None) -> dict:
         return importlib.import_module(self.module).layout_from_name(map_name, dict(options or {}))
+
+    def check_values(self, map_name: str, key: str, values):
+        """Recorded ``obs`` or ``state`` rows ``[..., features]`` outside the ranges the family
+        documents: (bool mask over the leading axes, what was expected), or None. Families
+        whose module defines no ``check_values`` document no ranges."""
+        check = getattr(importlib.import_module(self.module), "check_values", None)
+        return None if check is None else check(map_name, key, values)
 
 
 FAMILIES: dict[str, Family] = {
@@ -45,6 +54,8 @@ FAMILIES: dict[str, Family] = {
         default_backend="smax",
         map_help="Nm, Nm_vs_Mm, XsYz or XsYz_vs_XsYz (e.g. 3m, 5m_vs_6m, 2s3z, 3s5z_vs_3s6z)",
         module="envs.smac",
+        reports_wins=True,
+        max_return=20.0,  # SMAC scales its reward so that a won battle returns exactly 20
     ),
     "mamujoco": Family(
         name="mamujoco",
@@ -63,6 +74,16 @@ FAMILIES: dict[str, Family] = {
         map_help="spread-N with N agents and N landmarks, e.g. spread-3",
         module="envs.mpe",
     ),
+    "grid": Family(
+        name="grid",
+        description="ODIS's grid cooperative navigation: N agents reach N landmarks on a grid",
+        backends={"numpy": "envs.grid:GridEnv"},
+        default_backend="numpy",
+        map_help="cn-N with N in 2-12 or 15 (ODIS's map table), e.g. cn-4",
+        module="envs.grid",
+        reports_wins=True,
+        max_return=1.0,  # one reward of 1, at the win
+    ),
 }
 
 
@@ -71,7 +92,7 @@ def split_task(task: str) -> tuple[Family, str]:
     if not isinstance(task, str) or task.count(":") != 1 or not all(task.split(":")):
         raise EnvError(
             f"task name {task!r} is not of the form 'family:map'; families: {sorted(FAMILIES)} "
-            "(e.g. 'smac:3m', 'mamujoco:HalfCheetah-2x3', 'mpe:spread-3')"
+            "(e.g. 'smac:3m', 'mamujoco:HalfCheetah-2x3', 'mpe:spread-3', 'grid:cn-4')"
         )
     family_name, map_name = task.split(":")
     if family_name not in FAMILIES:

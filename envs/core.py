@@ -15,6 +15,9 @@ what the finished episode ended on is in ``info["final_obs"]``, ``info["final_st
 for SMAC, ``battle_won``) are in ``info`` and are meaningful where ``done`` is true. This is what
 data collection needs: the final observation of every episode is kept, and no step is wasted on a
 separate reset call.
+
+``reset()`` returns the same ``info`` keys as ``step`` (zero returns and lengths, no wins, and
+``final_*`` equal to the first observation), so a consumer reads every TimeStep one way.
 """
 
 from __future__ import annotations
@@ -118,6 +121,18 @@ class BatchedEnv(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _first_timestep(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray | None,
+                        outcome_keys: tuple[str, ...] = ()) -> TimeStep:
+        """What ``reset`` returns: the first observations, with the info keys of ``step``."""
+        n = self.num_envs
+        info: dict[str, np.ndarray] = {key: np.zeros(n, bool) for key in outcome_keys}
+        info.update(episode_return=np.zeros(n, np.float32), episode_length=np.zeros(n, np.int64),
+                    final_obs=obs.copy(), final_state=state.copy())
+        if avail is not None:
+            info["final_avail_actions"] = avail.copy()
+        return TimeStep(obs=obs, state=state, avail_actions=avail, reward=np.zeros(n, np.float32),
+                        terminated=np.zeros(n, bool), truncated=np.zeros(n, bool), info=info)
+
     # ---------------------------------------------------------------- shared validation
     def _check_discrete_actions(self, actions: Any, avail: np.ndarray) -> np.ndarray:
         """Return ``actions`` as int64 ``[N, n_agents]``; raise EnvError naming the first
@@ -164,8 +179,7 @@ class BatchedEnv(abc.ABC):
 
 
 class EpisodeStats:
-    """Running return and length of every copy, for the backends that step their copies one by
-    one (MPE, MuJoCo, StarCraft II; SMAX keeps them inside its compiled step)."""
+    """Running return and length of every copy (``LoopedEnv``'s bookkeeping)."""
 
     def __init__(self, num_envs: int):
         self.returns = np.zeros(num_envs, np.float64)
@@ -185,6 +199,78 @@ class EpisodeStats:
         self.returns[done] = 0
         self.lengths[done] = 0
         return out
+
+
+class LoopedEnv(BatchedEnv):
+    """Base of the backends whose simulator runs one copy at a time (MPE, MuJoCo, StarCraft II;
+    SMAX compiles all of this into one program). A backend says how one copy steps and restarts
+    and how a list of its raw frames becomes arrays; this class does the rest once: the loop over
+    copies, the same-step auto-reset, the episode statistics, the ``final_*`` entries and a reset
+    TimeStep with the same info keys (JaxMARL's base ``step`` does the same for its envs).
+
+    A backend implements ``_copy_actions``, ``_step_copy``, ``_restart_copy``, ``_arrays`` and
+    its own ``reset`` (seeding differs by simulator), which ends in ``_started(raws)``."""
+
+    outcome_keys: tuple[str, ...] = ()  # per-episode flags the backend reports, e.g. battle_won
+    _stats: EpisodeStats
+    _avail: np.ndarray | None = None
+    _running = False
+
+    def _copy_actions(self, actions: Any) -> Any:
+        """Validate ``actions`` and return something indexable by copy (the simulator's form)."""
+        raise NotImplementedError
+
+    def _step_copy(self, i: int, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        """Step copy ``i``: (raw frame after the step, reward, terminated, truncated, outcome
+        flags of ``outcome_keys`` where the episode ended)."""
+        raise NotImplementedError
+
+    def _restart_copy(self, i: int) -> Any:
+        """Start copy ``i``'s next episode (its random stream continues); its raw frame."""
+        raise NotImplementedError
+
+    def _arrays(self, raws: list) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(obs [N, A, D], state [N, S], avail [N, A, n] or None) of one raw frame per copy."""
+        raise NotImplementedError
+
+    def _started(self, raws: list) -> TimeStep:
+        """The TimeStep ``reset`` returns, from every copy's first raw frame."""
+        obs, state, avail = self._arrays(raws)
+        self._avail, self._running = avail, True
+        self._stats.reset()
+        return self._first_timestep(obs, state, avail, self.outcome_keys)
+
+    def step(self, actions: Any) -> TimeStep:
+        if not self._running:
+            raise EnvError(f"{self.info.task}: call reset() before step()")
+        per_copy = self._copy_actions(actions)
+        n = self.num_envs
+        reward = np.zeros(n, np.float64)
+        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        outcomes = {key: np.zeros(n, bool) for key in self.outcome_keys}
+        final = []
+        for i in range(n):
+            raw, reward[i], terminated[i], truncated[i], outcome = self._step_copy(i, per_copy[i])
+            for key, value in outcome.items():
+                outcomes[key][i] = value
+            final.append(raw)
+        truncated &= ~terminated  # a real end on the last step is an end, not a time-out
+        done = terminated | truncated
+        # Same-step auto-reset: a finished copy's next episode starts now.
+        after = [self._restart_copy(i) if done[i] else raw for i, raw in enumerate(final)]
+        obs, state, avail = self._arrays(after)
+        if done.any():
+            final_obs, final_state, final_avail = self._arrays(final)
+        else:
+            final_obs, final_state = obs.copy(), state.copy()
+            final_avail = None if avail is None else avail.copy()
+        self._avail = avail
+        info = {**outcomes, **self._stats.step(reward, done),
+                "final_obs": final_obs, "final_state": final_state}
+        if avail is not None:
+            info["final_avail_actions"] = final_avail
+        return TimeStep(obs=obs, state=state, avail_actions=avail, reward=reward.astype(np.float32),
+                        terminated=terminated, truncated=truncated, info=info)
 
 
 def check_num_envs(num_envs: Any) -> int:

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from envs.core import BatchedEnv, EnvError, EnvInfo, EpisodeStats, TimeStep, check_num_envs
+from envs.core import EnvError, EnvInfo, EpisodeStats, LoopedEnv, TimeStep, check_num_envs
 
 ROOT = -1  # entity id of the robot's unactuated root (the torso's free or planar joints)
 OBS_KINDS = ("qpos", "qvel", "cfrc_ext")  # MujocoLayout.state_kind indexes this
@@ -208,6 +208,7 @@ def _build_layout(
 ) -> MujocoLayout:
     """Label every state entry from the MuJoCo model (not from upstream's node lists, which
     attach a body's features to whichever node of the agent lists it first)."""
+    # Long on purpose: one pass over the robot's joints that fills every table of the layout.
     actuator_joint = [int(model.actuator_trnid[a, 0]) for a in range(model.nu)]
 
     def model_joint(node: Any) -> int:
@@ -439,7 +440,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-class MaMuJoCoEnv(BatchedEnv):
+class MaMuJoCoEnv(LoopedEnv):
     """``num_envs`` copies of a MaMuJoCo task, stepped in one Python loop over copies.
 
     Observations ``[N, n_agents, obs_dim]`` (agents with smaller observations zero-padded), state
@@ -452,6 +453,8 @@ class MaMuJoCoEnv(BatchedEnv):
     """
 
     def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0, **options: Any):
+        # Long on purpose: builds the upstream envs, then the gather tables that replace their
+        # observation code.
         self.num_envs = check_num_envs(num_envs)
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
@@ -531,7 +534,6 @@ class MaMuJoCoEnv(BatchedEnv):
             n_enemies=0,
             options={"agent_obsk": agent_obsk},
         )
-        self._states: np.ndarray | None = None  # [N, state_dim] float64, set by reset
         self._stats = EpisodeStats(self.num_envs)
 
     def _check_against_upstream(self) -> None:
@@ -557,62 +559,24 @@ class MaMuJoCoEnv(BatchedEnv):
             seed, self._first_seed = self._first_seed, None
         elif not _is_int(seed):
             raise EnvError(f"seed must be an integer or None, got {seed!r}")
-        self._states = np.stack(
-            [env.reset(seed=None if seed is None else int(seed) + i)[0]
-             for i, env in enumerate(self._gym_envs)]
-        )
-        self._stats.reset()
-        obs = self._observe(self._states)
-        zeros = np.zeros(self.num_envs, dtype=bool)
-        return TimeStep(
-            obs=obs,
-            state=self._states.astype(np.float32),
-            avail_actions=None,
-            reward=np.zeros(self.num_envs, dtype=np.float32),
-            terminated=zeros,
-            truncated=zeros.copy(),
-            info={
-                "episode_return": self._stats.returns.astype(np.float32),
-                "episode_length": self._stats.lengths.copy(),
-                "final_obs": obs.copy(),
-                "final_state": self._states.astype(np.float32),
-            },
-        )
+        return self._started([env.reset(seed=None if seed is None else int(seed) + i)[0]
+                              for i, env in enumerate(self._gym_envs)])
 
-    def step(self, actions: np.ndarray) -> TimeStep:
-        if self._states is None:
-            raise EnvError(f"{self.info.task}: call reset() before step()")
+    # ------------------------------------------------------------------ LoopedEnv's hooks
+    def _copy_actions(self, actions: np.ndarray) -> np.ndarray:
         actions = np.clip(self._check_continuous_actions(actions), -1.0, 1.0)
-        robot_actions = actions[:, self._act_agent, self._act_slot]  # [N, nu]
-        ended = np.empty_like(self._states)
-        reward = np.empty(self.num_envs, dtype=np.float64)
-        terminated = np.empty(self.num_envs, dtype=bool)
-        truncated = np.empty(self.num_envs, dtype=bool)
-        next_states = ended  # becomes a copy only if some copy restarts
-        for i, env in enumerate(self._gym_envs):
-            ended[i], reward[i], terminated[i], truncated[i], _ = env.step(robot_actions[i])
-        truncated &= ~terminated  # a fall on the last step is a real end, not a time-out
-        done = terminated | truncated
-        if done.any():
-            next_states = ended.copy()
-            for i in np.flatnonzero(done):
-                next_states[i] = self._gym_envs[i].reset()[0]
-        self._states = next_states
+        return actions[:, self._act_agent, self._act_slot]  # [N, nu]: the robots' actions
 
-        info = {
-            **self._stats.step(reward, done),
-            "final_obs": self._observe(ended),
-            "final_state": ended.astype(np.float32),
-        }
-        return TimeStep(
-            obs=self._observe(next_states),
-            state=next_states.astype(np.float32),
-            avail_actions=None,
-            reward=reward.astype(np.float32),
-            terminated=terminated,
-            truncated=truncated,
-            info=info,
-        )
+    def _step_copy(self, i: int, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        state, reward, terminated, truncated, _ = self._gym_envs[i].step(action)
+        return state, reward, terminated, truncated, {}
+
+    def _restart_copy(self, i: int) -> np.ndarray:
+        return self._gym_envs[i].reset()[0]
+
+    def _arrays(self, raws: list) -> tuple[np.ndarray, np.ndarray, None]:
+        states = np.stack(raws)
+        return self._observe(states), states.astype(np.float32), None
 
     @property
     def physics_model(self):

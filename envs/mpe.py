@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BatchedEnv, EnvError, EnvInfo, EpisodeStats, TimeStep, check_num_envs
+from envs.core import EnvError, EnvInfo, EpisodeStats, LoopedEnv, TimeStep, check_num_envs
 
 MAX_AGENTS = 20
 N_ACTIONS = 5
@@ -99,7 +99,7 @@ def parse_map(map_name: str) -> MpeLayout:
     return MpeLayout(n_agents=n, n_landmarks=n)
 
 
-class MPEEnv(BatchedEnv):
+class MPEEnv(LoopedEnv):
     """``num_envs`` auto-resetting simple_spread worlds with N agents and N landmarks."""
 
     def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0, max_cycles: int = 25,
@@ -131,7 +131,7 @@ class MPEEnv(BatchedEnv):
             options={"max_cycles": int(max_cycles), "local_ratio": float(local_ratio)},
         )
         # Every action is always available in simple_spread.
-        self._avail = np.ones((self.num_envs, layout.n_agents, N_ACTIONS), dtype=bool)
+        self._avail_all = np.ones((self.num_envs, layout.n_agents, N_ACTIONS), dtype=bool)
         self._seed = seed
         self._stats = EpisodeStats(self.num_envs)
         self.reset(seed)
@@ -142,44 +142,29 @@ class MPEEnv(BatchedEnv):
     def reset(self, seed: int | None = None) -> TimeStep:
         if seed is not None:
             self._seed = seed
-        obs = np.stack([self._stack(env.reset(seed=self._seed + i)[0])
-                        for i, env in enumerate(self._envs)])
-        self._stats.reset()
-        zeros = np.zeros(self.num_envs, np.float32)
-        return TimeStep(obs=obs, state=self._state(obs), avail_actions=self._avail.copy(),
-                        reward=zeros, terminated=zeros.astype(bool), truncated=zeros.astype(bool))
+        return self._started([self._stack(env.reset(seed=self._seed + i)[0])
+                              for i, env in enumerate(self._envs)])
 
-    @staticmethod
-    def _state(obs: np.ndarray) -> np.ndarray:
-        # mpe2's env.state() is exactly the agents' observations concatenated in agent order;
-        # reusing the observations saves computing them twice.
-        return obs.reshape(obs.shape[0], -1)
-
-    def step(self, actions: np.ndarray) -> TimeStep:
+    # ------------------------------------------------------------------ LoopedEnv's hooks
+    def _copy_actions(self, actions: np.ndarray) -> list:
         if self.check_actions:
             actions = self._check_discrete_actions(actions, self._avail)
-        actions = np.asarray(actions).tolist()
-        n, n_agents, obs_dim = self.num_envs, self.info.n_agents, self.info.obs_dim
-        obs = np.empty((n, n_agents, obs_dim), np.float32)
-        final_obs = np.empty_like(obs)
-        reward = np.empty(n, np.float32)
-        truncated = np.zeros(n, bool)
-        for i, env in enumerate(self._envs):
-            step_obs, rewards, _, truncations, _ = env.step(dict(zip(self._agents, actions[i])))
-            final_obs[i] = self._stack(step_obs)
-            reward[i] = np.mean([rewards[a] for a in self._agents])
-            truncated[i] = any(truncations.values())
-            # Same-step auto-reset: the copy's stream continues (no re-seeding).
-            obs[i] = self._stack(env.reset()[0]) if truncated[i] else final_obs[i]
-        info = {
-            **self._stats.step(reward, truncated),
-            "final_obs": final_obs,
-            "final_state": self._state(final_obs),
-            "final_avail_actions": self._avail.copy(),
-        }
-        return TimeStep(obs=obs, state=self._state(obs), avail_actions=self._avail.copy(),
-                        reward=reward, terminated=np.zeros(n, bool), truncated=truncated,
-                        info=info)
+        return np.asarray(actions).tolist()
+
+    def _step_copy(self, i: int, action: list) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, rewards, _, truncations, _ = self._envs[i].step(dict(zip(self._agents, action)))
+        # Episodes never terminate early; the team reward is the agents' mean (module doc).
+        return (self._stack(obs), float(np.mean([rewards[a] for a in self._agents])), False,
+                any(truncations.values()), {})
+
+    def _restart_copy(self, i: int) -> np.ndarray:
+        return self._stack(self._envs[i].reset()[0])
+
+    def _arrays(self, raws: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs = np.stack(raws)
+        # mpe2's env.state() is exactly the agents' observations concatenated in agent order;
+        # reusing the observations saves computing them twice.
+        return obs, obs.reshape(obs.shape[0], -1), self._avail_all.copy()
 
     def close(self) -> None:
         for env in self._envs:

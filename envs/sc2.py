@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import BackendUnavailableError, BatchedEnv, EnvError, EpisodeStats, TimeStep, \
+from envs.core import BackendUnavailableError, EnvError, EpisodeStats, LoopedEnv, TimeStep, \
     check_num_envs
 from envs.smac import N_ACTIONS_NO_ATTACK, N_MOVE_FEATS, SmacLayout, parse_map, smac_env_info
 
@@ -412,9 +412,11 @@ def _sc2_install_problem(map_filename: str) -> str | None:
     return None
 
 
-class SC2Env(BatchedEnv):
+class SC2Env(LoopedEnv):
     """``num_envs`` auto-resetting StarCraft II battles of one SMAC task, via smacv2, in SMACv1's
     layout (see the module docstring for the route and its differences)."""
+
+    outcome_keys = ("battle_won",)
 
     def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0, difficulty: str = "7",
                  start_positions: str = "opposite", episode_limit: int | None = None,
@@ -503,50 +505,27 @@ class SC2Env(BatchedEnv):
             self._seed = seed
         if self._seed != self._built_seed:
             self._build_envs(self._seed)  # SC2 takes its seed when the game is launched
-        raw = []
-        for env in self._envs:
-            env.reset()  # smacv2's wrapper may return None (after a retry): read the vectors
-            raw.append(self._raw_vectors(env))
-        obs, state, avail = self._convert(*(np.stack(parts) for parts in zip(*raw)))
-        self._avail = avail
-        self._stats.reset()
-        zeros = np.zeros(self.num_envs, np.float32)
-        return TimeStep(obs=obs, state=state, avail_actions=avail, reward=zeros,
-                        terminated=zeros.astype(bool), truncated=zeros.astype(bool))
+        return self._started([self._restart_copy(i) for i in range(self.num_envs)])
 
-    def step(self, actions: np.ndarray) -> TimeStep:
+    # ------------------------------------------------------------------ LoopedEnv's hooks
+    def _copy_actions(self, actions: np.ndarray) -> list:
         if self.check_actions:
             actions = self._check_discrete_actions(actions, self._avail)
-        smacv2_actions = convert_actions(np.asarray(actions, dtype=np.int64), self.indices)
-        n = self.num_envs
-        reward = np.zeros(n, np.float32)
-        done = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
-        battle_won = np.zeros(n, bool)
-        final_raw, next_raw = [], []
-        for i, env in enumerate(self._envs):
-            reward[i], done[i], info = env.step(smacv2_actions[i].tolist())
-            final_raw.append(self._raw_vectors(env))
-            if done[i]:
-                battle_won[i] = bool(info.get("battle_won", False))
-                truncated[i] = bool(info.get("episode_limit", False))
-                env.reset()  # same-step auto-reset
-                next_raw.append(self._raw_vectors(env))
-            else:
-                next_raw.append(final_raw[-1])
-        final_obs, final_state, final_avail = self._convert(
-            *(np.stack(parts) for parts in zip(*final_raw)))
-        obs, state, avail = self._convert(*(np.stack(parts) for parts in zip(*next_raw)))
-        self._avail = avail
-        info_out = {
-            "battle_won": battle_won,
-            **self._stats.step(reward, done),
-            "final_obs": final_obs,
-            "final_state": final_state,
-            "final_avail_actions": final_avail,
-        }
-        return TimeStep(obs=obs, state=state, avail_actions=avail, reward=reward,
-                        terminated=done & ~truncated, truncated=truncated, info=info_out)
+        return convert_actions(np.asarray(actions, dtype=np.int64), self.indices).tolist()
+
+    def _step_copy(self, i: int, action: list) -> tuple[tuple, float, bool, bool, dict]:
+        env = self._envs[i]
+        reward, done, info = env.step(action)
+        limit = bool(done and info.get("episode_limit", False))
+        return (self._raw_vectors(env), reward, bool(done) and not limit, limit,
+                {"battle_won": bool(done and info.get("battle_won", False))})
+
+    def _restart_copy(self, i: int) -> tuple:
+        self._envs[i].reset()  # smacv2's wrapper may return None (after a retry): read the vectors
+        return self._raw_vectors(self._envs[i])
+
+    def _arrays(self, raws: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._convert(*(np.stack(parts) for parts in zip(*raws)))
 
     def close(self) -> None:
         for env in self._envs:

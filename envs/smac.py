@@ -174,6 +174,25 @@ def layout_from_name(map_name: str, options: dict) -> dict:
     return out
 
 
+def check_values(map_name: str, key: str, values):
+    """Recorded ``obs`` or ``state`` rows (``[..., features]``) outside SMAC's ranges: every
+    feature of the layout above is a flag, a fraction (health, shield, cooldown, distance over
+    sight range) or an offset over the sight range or the map size, so all lie in [-1, 1].
+    (bool mask over the leading axes, what was expected), or None."""
+    import numpy as np
+
+    bad = (np.abs(values) > 1.0 + 1e-5).any(-1)
+    if not bad.any():
+        return None
+    at = tuple(int(i) for i in np.argwhere(bad)[0])
+    feature = int(np.argmax(np.abs(values[at]) > 1.0 + 1e-5))
+    where = (f"{key} of agent {at[2]}, feature {feature}," if len(at) > 2  # obs: [e, t, agent]
+             else f"{key} feature {feature}")
+    return bad, (f"{where} is {float(values[at][feature]):.6g}, but "
+                 f"every SMAC feature of {map_name} (flags, fractions, offsets over the sight "
+                 "range or map size) lies in [-1, 1]")
+
+
 def parse_map(map_name: str) -> SmacLayout:
     """Layout of a SMAC map name, or EnvError saying what names are accepted."""
     if not isinstance(map_name, str):

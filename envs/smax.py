@@ -24,6 +24,15 @@ Where SMAX differs from StarCraft II and what this adapter does about it:
   full information; below 1 a unit otherwise repeats its last action, a reaction delay of
   1 / p steps on average, as StarCraft II's built-in AI does not respond instantly). Both are
   recorded in ``env.info.options``.
+* Time and unit statistics: ``calibration="smax"`` (the default) is SMAX's own: an env step is
+  8 world steps of 1/16 s, and a marine deals 9 damage. ``calibration="sc2-4.10"``
+  (``CALIBRATIONS``) makes a step SMAC's: 8 game loops at StarCraft II's "faster" speed, 22.4
+  loops per second (so 0.357 s, the time base of the unit statistics below), with the marine's
+  LotV statistics (damage 6, cooldown 0.61 s, range 5 edge to edge, sight 9, speed 3.15, 45
+  hit points, Liquipedia's Marine (Legacy of the Void) page), SMAC's attack availability range
+  (6), a 28-wide arena (``ARENA``) and, on 3m, StarCraft II's start formation (``SC2_STARTS``).
+  It covers the unit types whose statistics were checked against recorded StarCraft II data
+  (``docs/datasets.md``); a map with other types is refused.
 * Reward: SMAC's ``reward_only_positive`` convention (damage dealt + 10 per kill + 200 for a win,
   scaled so that a won battle returns exactly 20). A win needs every enemy dead and an ally alive.
 """
@@ -53,11 +62,65 @@ SMAX_STOP = 4
 # SMAC move feature order (north, south, east, west) as unit vectors
 _MOVE_DIRECTIONS = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]], dtype=np.float32)
 ENEMY_ATTACK_MODES = ("closest", "random")
+# the arena's side per calibration: SMAX's 32, or 3m's playable width in StarCraft II, 28,
+# which SMAC's state divides positions by (starcraft2.py: max_distance_x); 28 is what ODIS's 3m
+# file shows (a marine's step, 1.125 map units, spans 1.286 / 32 of it) and places the teams
+# 14 apart, as in the file (docs/datasets.md)
+ARENA = {"smax": MAP_SIZE, "sc2-4.10": 28.0}
+# StarCraft II's start formations (offsets from the arena's centre, allies then enemies), read
+# from ODIS's 3m file: the same three cells every battle, the enemies shuffled among theirs.
+# With "sc2-4.10" a map listed here starts in its formation; others keep SMAX's random start.
+SC2_STARTS = {"3m": (((-7.0, -0.69), (-7.0, 0.0), (-6.31, 0.0)),
+                     ((6.86, -0.69), (7.55, 0.0), (6.86, 0.0)))}
+# calibration -> (seconds per world step, {unit type: {SMAX statistic: value}}); a step is 8
+# world steps. "sc2-4.10": SMAC's 8 game loops at "faster" speed (22.4 loops per second), and
+# the unit types it covers with their LotV statistics (Liquipedia; docs/datasets.md measures
+# the match against ODIS's StarCraft II 3m file).
+CALIBRATIONS: dict[str, tuple[float, dict[str, dict[str, float]]]] = {
+    "smax": (1.0 / 16, {}),
+    # attack_range: SMAX measures centre to centre, StarCraft II edge to edge, so a marine's 5
+    # against a marine (radius 0.375) is 5.75; shoot_range: where SMAC makes an attack
+    # available and flags an enemy attackable (6 for every unit, SMACv1's unit_shoot_range)
+    "sc2-4.10": (1.0 / 22.4, {"marine": {"attack": 6.0, "weapon_cooldown": 0.61,
+                                         "attack_range": 5.75, "shoot_range": 6.0,
+                                         "sight_range": 9.0, "velocity": 3.15, "health": 45.0}}),
+}
 OPTIONS = {
     "enemy_attack_mode": f"one of {ENEMY_ATTACK_MODES}: how the scripted enemy picks targets",
     "enemy_reaction": "float in (0, 1]: probability that an enemy unit re-decides on a step",
     "episode_limit": "positive int overriding SMAC's per-map limit",
+    "calibration": f"one of {tuple(CALIBRATIONS)}: SMAX's own time step and unit statistics, "
+                   "or StarCraft II's as SMAC runs it",
 }
+
+
+def calibration_kwargs(calibration: str, unit_types: tuple[str, ...], defaults: dict) -> dict:
+    """SMAX constructor arguments of a calibration for a map's unit types: the time per world
+    step and the per-type statistic arrays (SMAX's own where the calibration does not set
+    them: ``defaults``, SMAX's constructor defaults). EnvError naming the unit types a
+    calibration does not cover."""
+    import jax.numpy as jnp
+
+    if calibration not in CALIBRATIONS:
+        raise EnvError(f"smac/smax: calibration={calibration!r}; accepted: {tuple(CALIBRATIONS)}")
+    time_per_step, stats = CALIBRATIONS[calibration]
+    if calibration == "smax":
+        return {}
+    uncovered = sorted(set(unit_types) - set(stats))
+    if uncovered:
+        raise EnvError(f"smac/smax: calibration {calibration!r} covers unit types "
+                       f"{sorted(stats)}, not {uncovered} on this map")
+    out = {"time_per_step": time_per_step}
+    for name in ("attack", "weapon_cooldown", "attack_range", "sight_range", "velocity", "health"):
+        # (shoot_range is the adapter's, not SMAX's: _SmaxProgram reads it)
+        attr = {"attack": "unit_type_attacks", "weapon_cooldown": "unit_type_weapon_cooldowns",
+                "attack_range": "unit_type_attack_ranges", "sight_range": "unit_type_sight_ranges",
+                "velocity": "unit_type_velocities", "health": "unit_type_health"}[name]
+        values = np.asarray(defaults[attr], np.float32).copy()
+        for unit, unit_stats in stats.items():
+            values[SMAX_TYPE_ID[unit]] = unit_stats[name]
+        out[attr] = jnp.asarray(values)
+    return out
 
 
 def _enable_persistent_cache() -> None:
@@ -93,17 +156,21 @@ class _SmaxProgram:
     """The jitted reset/step of one (map, opponent, limit): built once per process."""
 
     def __init__(self, layout: SmacLayout, enemy_attack_mode: str, enemy_reaction: float,
-                 episode_limit: int):
+                 episode_limit: int, calibration: str = "smax"):
+        import inspect
+
         import jax
         import jax.numpy as jnp
 
         with _quiet_stdout():  # jaxmarl prints about optional environments it lacks
-            from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario
+            from jaxmarl.environments.smax import SMAX, HeuristicEnemySMAX, Scenario
         _enable_persistent_cache()
         self.layout, self.episode_limit = layout, episode_limit
         n_a, n_e = layout.n_agents, layout.n_enemies
         unit_names = layout.ally_types + layout.enemy_types
         type_ids = np.array([SMAX_TYPE_ID[t] for t in unit_names], dtype=np.uint8)
+        defaults = {k: p.default for k, p in inspect.signature(SMAX.__init__).parameters.items()}
+        calibrated = calibration_kwargs(calibration, unit_names, defaults)
         # reaction 1 keeps SMAX's class itself, so default runs draw the same random numbers.
         delayed = {} if enemy_reaction == 1.0 else {"reaction": enemy_reaction}
         self.sim = (_delayed_enemy_class(HeuristicEnemySMAX) if delayed else HeuristicEnemySMAX)(
@@ -113,7 +180,15 @@ class _SmaxProgram:
             walls_cause_death=False,
             attack_mode=enemy_attack_mode,
             see_enemy_actions=True,
+            map_width=int(ARENA[calibration]),
+            map_height=int(ARENA[calibration]),
+            **calibrated,
         )
+        self.arena = ARENA[calibration]
+        start = SC2_STARTS.get(layout.map_name) if calibration != "smax" else None
+        self.start = None if start is None else (
+            jnp.asarray(np.array(start[0], np.float32) + self.arena / 2),
+            jnp.asarray(np.array(start[1], np.float32) + self.arena / 2))
         sim = self.sim._env
         pooled = np.asarray(sim.unit_type_health)[type_ids].astype(np.float32)
         shield_max = np.array([MAX_SHIELD.get(t, 0.0) for t in unit_names], np.float32)
@@ -121,7 +196,12 @@ class _SmaxProgram:
         self.hp_max = jnp.asarray(pooled - shield_max)
         self.shield_max = jnp.asarray(shield_max)
         self.sight = jnp.asarray(np.asarray(sim.unit_type_sight_ranges)[type_ids][:n_a])
-        self.attack_range = jnp.asarray(np.asarray(sim.unit_type_attack_ranges)[type_ids][:n_a])
+        # where an attack is available and an enemy flagged attackable: SMAX's attack range, or
+        # the calibration's SMAC shoot range
+        shoot = CALIBRATIONS[calibration][1]
+        self.attack_range = jnp.asarray(np.array(
+            [shoot[t]["shoot_range"] if t in shoot else np.asarray(sim.unit_type_attack_ranges)[
+                SMAX_TYPE_ID[t]] for t in layout.ally_types], np.float32))
         self.cooldown_max = jnp.asarray(np.asarray(sim.unit_type_weapon_cooldowns)[type_ids][:n_a])
         self.ally_bits = jnp.asarray(_type_bits(layout.ally_types, layout.ally_type_bits))
         self.enemy_bits = jnp.asarray(_type_bits(layout.enemy_types, layout.enemy_type_bits))
@@ -181,10 +261,10 @@ class _SmaxProgram:
         own = with_extras(jnp.zeros((n_a, 0)), hp[:n_a], shield[:n_a], self.ally_bits,
                           lay.shield_bits_ally) * a_alive[:, None]
         ahead = a_pos[:, None] + MOVE_LOOKAHEAD * jnp.asarray(_MOVE_DIRECTIONS)[None]
-        can_move = a_alive[:, None] & jnp.all((ahead > 0) & (ahead < MAP_SIZE), axis=-1)
+        can_move = a_alive[:, None] & jnp.all((ahead > 0) & (ahead < self.arena), axis=-1)
         obs = jnp.concatenate([can_move, enemy.reshape(n_a, -1), ally.reshape(n_a, -1), own], -1)
 
-        rel = (pos - MAP_SIZE / 2) / MAP_SIZE
+        rel = (pos - self.arena / 2) / self.arena
         cooldown = jnp.clip(world.unit_weapon_cooldowns[:n_a] / self.cooldown_max, 0.0, 1.0)
         ally_state = with_extras(jnp.stack([cooldown, rel[:n_a, 0], rel[:n_a, 1]], -1), hp[:n_a],
                                  shield[:n_a], self.ally_bits, lay.shield_bits_ally)
@@ -208,7 +288,14 @@ class _SmaxProgram:
         jnp = self._jnp
         import jax
 
+        if self.start is not None:  # (SMAX's own start draws from the key untouched)
+            key, key_shuffle = jax.random.split(key)
         _, sim_state = self.sim.reset(key)
+        if self.start is not None:  # StarCraft II's formation, enemies shuffled among its cells
+            allies, enemies = self.start
+            enemies = enemies[jax.random.permutation(key_shuffle, enemies.shape[0])]
+            world = sim_state.state.replace(unit_positions=jnp.concatenate([allies, enemies]))
+            sim_state = sim_state.replace(state=world)
         # The heuristic enemy's initial state is weakly typed; make it strong so that reset and
         # step hand the same types to the step function, which then compiles once, not twice.
         sim_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), sim_state)
@@ -320,8 +407,9 @@ def _delayed_enemy_class(heuristic_enemy_smax: type) -> type:
 
 @functools.lru_cache(maxsize=None)
 def _program(map_name: str, enemy_attack_mode: str, enemy_reaction: float,
-             episode_limit: int) -> _SmaxProgram:
-    return _SmaxProgram(parse_map(map_name), enemy_attack_mode, enemy_reaction, episode_limit)
+             episode_limit: int, calibration: str = "smax") -> _SmaxProgram:
+    return _SmaxProgram(parse_map(map_name), enemy_attack_mode, enemy_reaction, episode_limit,
+                        calibration)
 
 
 class SmaxEnv(BatchedEnv):
@@ -329,11 +417,13 @@ class SmaxEnv(BatchedEnv):
 
     def __init__(self, map_name: str, num_envs: int = 1, seed: int = 0,
                  enemy_attack_mode: str = "closest", enemy_reaction: float = 1.0,
-                 episode_limit: int | None = None,
+                 episode_limit: int | None = None, calibration: str = "smax",
                  check_actions: bool = True, **unknown: Any):
         if unknown:
             raise EnvError(f"smac/smax: unknown option(s) {sorted(unknown)}; accepted: {OPTIONS}")
         layout = parse_map(map_name)
+        if calibration not in CALIBRATIONS:
+            raise EnvError(f"smac/smax: calibration={calibration!r}; accepted: {tuple(CALIBRATIONS)}")
         if enemy_attack_mode not in ENEMY_ATTACK_MODES:
             raise EnvError(f"smac/smax: enemy_attack_mode={enemy_attack_mode!r}; "
                            f"accepted: {ENEMY_ATTACK_MODES}")
@@ -345,11 +435,13 @@ class SmaxEnv(BatchedEnv):
             layout, "smax", episode_limit,
             options={"enemy_attack_mode": enemy_attack_mode,
                      "enemy_reaction": float(enemy_reaction), "walls_cause_death": False,
-                     "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX"})
+                     "simulator": "jaxmarl-0.2.0 HeuristicEnemySMAX",
+                     # recorded where it is not SMAX's own, so default files stay as they were
+                     **({"calibration": calibration} if calibration != "smax" else {})})
         self.num_envs = check_num_envs(num_envs)
         self.check_actions = check_actions
         self._program = _program(map_name, enemy_attack_mode, float(enemy_reaction),
-                                 self.info.episode_limit)
+                                 self.info.episode_limit, calibration)
         self._seed = seed
         self.reset(seed)
 
@@ -361,9 +453,7 @@ class SmaxEnv(BatchedEnv):
         self._key, reset_key = jax.random.split(jax.random.PRNGKey(self._seed))
         self._carry, (obs, state, avail) = self._program.reset(reset_key, self.num_envs)
         self._avail = np.array(avail)
-        zeros = np.zeros(self.num_envs, np.float32)
-        return TimeStep(obs=np.array(obs), state=np.array(state), avail_actions=self._avail,
-                        reward=zeros, terminated=zeros.astype(bool), truncated=zeros.astype(bool))
+        return self._first_timestep(np.array(obs), np.array(state), self._avail, ("battle_won",))
 
     def step(self, actions: np.ndarray) -> TimeStep:
         if self.check_actions:

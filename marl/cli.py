@@ -319,6 +319,7 @@ def _datasets_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Long on purpose: a declarative list of every command and its options, one after another.
     parser = argparse.ArgumentParser(prog="marl", description=__doc__.split("\n\n")[0])
     groups = parser.add_subparsers(dest="group", required=True)
 

@@ -240,6 +240,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     ``env_options`` None: those of the opponent the policy was trained against. ``sampling``
     None: the quality's own (``choose_snapshots``); else greedy, sampled or epsilon:E,
     recorded in the file's ``behavior_policy`` attribute and its card."""
+    # Long on purpose: the collection job (resume, policy, env, recording, shards) reads top to
+    # bottom.
     from marl.behavior.jax_ppo import parse_sampling
     from marl.data.format import DatasetError, read_dataset, write_dataset
     from marl.data.paths import check_env_options

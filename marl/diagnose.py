@@ -14,7 +14,8 @@ the simulator, and measures, per training task:
   model ignores the skills).
 * **value**: the mean team value against the mean Monte-Carlo discounted return-to-go of the
   data (both in the learner's reward scale), their correlation, and the share of values above
-  the largest return that can be earned (SMAC: a won battle, 20 before scaling; other families:
+  the largest return that can be earned (where the family fixes it, `envs.Family.max_return`: a
+  won SMAC battle, 20 before scaling, a won grid episode, 1; other families:
   the largest return-to-go in the data).
 * **advantages** (HiSSD): their correlation with the episode's outcome (won, where the data
   record it, and the episode's return), the mean advantage weight on transitions of won and
@@ -35,11 +36,11 @@ from pathlib import Path
 
 import torch
 
+import envs
 from envs.core import UserError
 from marl.algos.common import transitions
 
 SATURATED = 0.99
-SMAC_MAX_RETURN = 20.0  # SMAC's reward is scaled so that a won battle returns exactly 20
 
 
 class DiagnoseError(UserError):
@@ -108,6 +109,7 @@ def _round(x):
 def skill_health(model, data, episodes: int = 64, seed: int = 0) -> dict:
     """The skill-health report of ``model`` on up to ``episodes`` episodes of each task of
     ``data`` (a ``MultiTaskDataset``), as a JSON-ready dict."""
+    # Long on purpose: the report's figures one after another, each a few lines on shared tensors.
     spec, cfg = model.spec, model.cfg
     gamma, scale = float(getattr(cfg, "gamma", 0.99)), float(getattr(cfg, "reward_scale", 0.1))
     gen = torch.Generator().manual_seed(seed)
@@ -126,7 +128,8 @@ def skill_health(model, data, episodes: int = 64, seed: int = 0) -> dict:
             if "z" in out:
                 z_by_task[task] = out["z"][tr.acting]
 
-    max_return = SMAC_MAX_RETURN * scale if spec.name == "smac" else None
+    family_max = envs.FAMILIES[spec.name].max_return
+    max_return = None if family_max is None else family_max * scale
     tasks = {}
     for task, (td, pick, tr) in drawn.items():
         # every real transition, one per row: tr is [N, 1, ...], so [real] gives [N] in row order
@@ -167,7 +170,7 @@ def skill_health(model, data, episodes: int = 64, seed: int = 0) -> dict:
         if "value" in out:
             bound = max_return if max_return is not None else float(g.max())
             row["value"] = value_figures(out["value"][real], g, bound)
-            row["value"]["largest_return_source"] = "smac win" if max_return is not None else "data"
+            row["value"]["largest_return_source"] = "family" if max_return is not None else "data"
         if "advantage" in out:
             row["advantage"] = advantage_figures(out["advantage"][real], out["weight"][real],
                                                  episode_return, won)

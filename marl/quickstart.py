@@ -26,6 +26,7 @@ UNSEEN = ("smac:4m", "smac:7m", "smac:12m")
 def quickstart(out: str | Path = "runs/quickstart", episodes: int | None = None,
                updates: int | None = None, eval_episodes: int = 32,
                unseen: tuple[str, ...] = UNSEEN, log=None) -> dict:
+    # Long on purpose: the job's steps (data, training, evaluation, figures) one after another.
     from marl.collect import build_taskset
     from marl.config import load_config
     from marl.rollout import evaluate_task

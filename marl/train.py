@@ -79,6 +79,8 @@ def eval_tasks(cfg: DictConfig, taskset) -> list[str]:
 def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) -> dict:
     """Train (or resume) one run; returns the final stats. ``cfg`` is a ``load_config`` result
     (ignored when resuming: the run's saved config is used, with ``updates`` from ``cfg``)."""
+    # Long on purpose: the training loop (resume, data, updates, checkpoints) reads top to bottom,
+    # as in CleanRL.
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"

@@ -216,6 +216,7 @@ def joint_timeline_figure(rollout: Rollout, clusters: SkillClusters, episode: in
 
 def skill_maps(rollouts: list[Rollout], seed: int = 0, per_task: int = 400):
     """PCA and t-SNE figures of each kind of continuous skill, and silhouette scores by task."""
+    # Long on purpose: one figure after another from the same projected skills.
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
@@ -394,6 +395,7 @@ def mujoco_replay(rollout: Rollout, labels: np.ndarray, episode: int, k: int, pa
 def visualize(run_dir: str | Path, task: str, episodes: int = 4, out: str | Path | None = None,
               checkpoint: str = "last", clusters: int | None = None, seed: int = 0,
               map_tasks: list[str] | None = None, replay_frames: int = 200, log=print) -> dict:
+    # Long on purpose: the command's steps (rollouts, figures, clusters, replay) one after another.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -73,3 +73,32 @@ def test_no_import_circles_and_envs_stands_alone():
 
 def test_the_circle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def long_functions_without_reason(source: str, limit: int = 60) -> list[str]:
+    """Functions longer than ``limit`` lines whose body does not say why in a ``# Long on
+    purpose:`` comment within its first lines."""
+    lines = source.split("\n")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and node.end_lineno - node.lineno > limit:
+            head = "\n".join(lines[node.lineno:node.body[0].end_lineno + 3])
+            if "# Long on purpose:" not in head:
+                found.append(f"{node.name} ({node.end_lineno - node.lineno} lines)")
+    return found
+
+
+def test_long_functions_say_why():
+    offenders = []
+    for path in sorted([*ROOT.glob("marl/**/*.py"), *ROOT.glob("envs/**/*.py")]):
+        offenders += [f"{path.relative_to(ROOT)}: {name}"
+                      for name in long_functions_without_reason(path.read_text())]
+    assert not offenders, offenders
+
+
+def test_the_length_check_finds_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(70))
+    assert long_functions_without_reason(f"def f():\n{body}\n") == ["f (70 lines)"]
+    reason = "    # Long on purpose: a table.\n"
+    assert long_functions_without_reason(f"def f():\n{reason}{body}\n") == []

@@ -137,8 +137,8 @@ def synthetic_3m(lengths, terminated, seed=0, n_steps=61):
         "filled": np.zeros((e_count, n_steps, 1), np.int64),
     }
     for e, (length, term) in enumerate(zip(lengths, terminated)):
-        out["obs"][e, :length] = rng.normal(size=(length, 3, 30))
-        out["state"][e, :length] = rng.normal(size=(length, 48))
+        out["obs"][e, :length] = rng.uniform(-1, 1, size=(length, 3, 30))  # SMAC's ranges
+        out["state"][e, :length] = rng.uniform(-1, 1, size=(length, 48))
         avail = rng.random((length, 3, 9)) < 0.5
         avail[..., 1] = True
         out["avail_actions"][e, :length] = avail
@@ -560,7 +560,7 @@ def test_bad_arguments(tmp_path, small_file):
         write_dataset(tmp_path / "a.h5", arrays, **dict(base, backend="sc3"))
     with pytest.raises(DatasetError, match="unknown task family"):
         write_dataset(tmp_path / "a.h5", arrays, **dict(base, task="smax:3m"))
-    with pytest.raises(DatasetError, match="battle_won.*SMAC"):
+    with pytest.raises(DatasetError, match=r"battle_won.*end won or lost.*grid.*smac.*not mpe:spread-3"):
         write_dataset(tmp_path / "a.h5", synthetic_3m([3], [1]), task="mpe:spread-3",
                       backend="mpe2", quality="medium", behavior_policy=POLICY, seed=0,
                       battle_won=np.array([True]))
@@ -657,3 +657,21 @@ def test_qualities():
     json.dumps([q.as_dict() for q in QUALITIES.values()])
     with pytest.raises(Exception):
         QUALITIES["poor"].name = "bad"
+
+
+def test_odis_values_outside_smacs_ranges_are_refused(tmp_path):
+    """An ODIS file has no checksum, so a damaged value is caught by the ranges SMAC's features
+    have (flags, fractions and offsets over the sight range all lie in [-1, 1])."""
+    arrays = synthetic_3m([5, 7], [1, 1], seed=4)
+    part = tmp_path / "dataset" / "3m" / "medium" / "run" / "part_0.h5"
+    write_odis(part, arrays)
+    assert read_dataset(part).n_episodes == 2
+    arrays["obs"][1, 3, 2, 7] = 236.0  # what one flipped exponent bit does to a feature
+    write_odis(part, arrays)
+    with pytest.raises(DatasetError, match=r"key 'obs': episode 1 step 3: obs of agent 2, feature 7, is 236"):
+        read_dataset(part)
+    arrays["obs"][1, 3, 2, 7] = 0.5
+    arrays["state"][0, 1, 2] = -1.5
+    write_odis(part, arrays)
+    with pytest.raises(DatasetError, match=r"key 'state': episode 0 step 1: .*\[-1, 1\]"):
+        read_dataset(part)

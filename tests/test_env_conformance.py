@@ -14,6 +14,7 @@ CASES = [
     ("smac:3m", {"episode_limit": 12}, 30),
     ("smac:2s3z", {"episode_limit": 10}, 25),
     ("mpe:spread-3", {"max_cycles": 10}, 25),
+    ("grid:cn-3", {}, 60),  # 50-step limit
     ("mamujoco:Swimmer-2x1", {}, 1005),  # 1000-step time limit, nothing ends it earlier
     ("mamujoco:Hopper-3x1", {}, 300),  # falls (terminates) long before the limit
 ]
@@ -68,11 +69,17 @@ def test_reset_step_and_auto_reset(case):
     ts = env.reset(seed=1)
     check_vectors(env, ts)
     assert not ts.done.any() and (ts.reward == 0).all()
+    first_info = ts.info
+    # reset's info has step's keys: no returns yet, and final_* are the first vectors
+    assert (first_info["episode_return"] == 0).all() and (first_info["episode_length"] == 0).all()
+    np.testing.assert_array_equal(first_info["final_obs"], ts.obs)
+    np.testing.assert_array_equal(first_info["final_state"], ts.state)
     returns, lengths = np.zeros(N), np.zeros(N, int)
     finished = np.zeros(N, int)
     for _ in range(steps):
         ts = env.step(act(env, ts, rng))
         check_vectors(env, ts)
+        assert sorted(ts.info) == sorted(first_info)
         returns += ts.reward
         lengths += 1
         done = ts.done

@@ -128,6 +128,53 @@ def test_enemy_reaction_delay_weakens_the_opponent():
     assert focus_fire_win_rate(delayed, seed=1) > 0.4
 
 
+def test_sc2_calibration_moves_and_shoots_at_starcraft_speed():
+    """calibration="sc2-4.10": a step is 8 game loops at 22.4 per second, so a marine moving
+    north covers 3.15 * 8 / 22.4 = 1.125 map units (SMAX's own: 3.15 * 8 / 16 = 1.575), and a
+    hit takes 6 of a marine's 45 hit points (SMAX's own: 9)."""
+    north = np.full((8, 4), 2)
+    moved = {}
+    for calibration in ("smax", "sc2-4.10"):  # 4m: random starts, no formation to push apart
+        env = envs.make("smac:4m", num_envs=8, seed=0, calibration=calibration)
+        env.reset(0)
+        before = env.unit_snapshot()["positions"][:, :4]
+        env.step(north)
+        after = env.unit_snapshot()["positions"][:, :4]
+        moved[calibration] = np.linalg.norm(after - before, axis=-1)
+        hits = np.asarray(env._program.sim._env.unit_type_attacks)[0]
+        assert hits == {"smax": 9.0, "sc2-4.10": 6.0}[calibration]
+    np.testing.assert_allclose(moved["smax"], 1.575, atol=1e-4)
+    np.testing.assert_allclose(moved["sc2-4.10"], 1.125, atol=1e-4)
+    assert env.info.options["calibration"] == "sc2-4.10"
+    assert "calibration" not in envs.make("smac:3m").info.options  # SMAX's own: not recorded
+
+
+def test_sc2_calibration_starts_3m_in_starcraft_iis_formation():
+    """3m's allies start in the three cells ODIS's StarCraft II file shows, 14 units from the
+    enemies' (shuffled among their three cells) on a 28-wide arena; SMAX's own start is random."""
+    from envs.smax import SC2_STARTS
+
+    env = envs.make("smac:3m", num_envs=64, seed=0, calibration="sc2-4.10")
+    units = env.unit_snapshot()["positions"].astype(np.float64) - 14.0
+    allies, enemies = SC2_STARTS["3m"]
+    np.testing.assert_allclose(units[:, :3], np.broadcast_to(allies, (64, 3, 2)), atol=1e-5)
+    cells = {tuple(np.round(e, 2)) for e in enemies}
+    assert all({tuple(np.round(u, 2)) for u in battle[3:]} == cells for battle in units)
+    assert len({tuple(np.round(b[3:], 2).ravel()) for b in units}) > 1  # shuffled
+    # the state divides offsets from the centre by the arena's width, as SMAC does
+    state = env.reset(0).state
+    np.testing.assert_allclose(state[0, 2:4], np.array(allies[0]) / 28.0, atol=1e-5)
+    smax = envs.make("smac:3m", num_envs=64, seed=0).unit_snapshot()["positions"][:, :3]
+    assert np.abs(smax - smax[:1]).max() > 0.5  # SMAX's own starts vary
+
+
+def test_calibration_refuses_what_it_does_not_cover():
+    with pytest.raises(EnvError, match=r"covers unit types \['marine'\], not \['stalker', 'zealot'\]"):
+        envs.make("smac:2s3z", calibration="sc2-4.10")
+    with pytest.raises(EnvError, match="calibration='sc2'; accepted"):
+        envs.make("smac:3m", calibration="sc2")
+
+
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, "fast", None])
 def test_bad_enemy_reaction_is_rejected(bad):
     with pytest.raises(EnvError, match="enemy_reaction"):
@@ -136,7 +183,8 @@ def test_bad_enemy_reaction_is_rejected(bad):
 
 def test_option_defaults_come_from_the_backend():
     assert envs.option_defaults("smac:3m") == {
-        "enemy_attack_mode": "closest", "enemy_reaction": 1.0, "episode_limit": None}
+        "enemy_attack_mode": "closest", "enemy_reaction": 1.0, "episode_limit": None,
+        "calibration": "smax"}
     assert set(envs.option_defaults("smac:3m", "sc2")) >= {"difficulty", "episode_limit"}
     with pytest.raises(EnvError, match="backend"):
         envs.option_defaults("smac:3m", "sc3")

@@ -330,6 +330,8 @@ class Trainer:
     def _update(self, run: dict, lr, record: bool = False):
         """One rollout and its PPO epochs; ``record``: also return the rollout's steps as played
         (``episodes_from_stream``'s keys), for medium-replay."""
+        # Long on purpose: one compiled PPO iteration (rollout, GAE, epochs) reads top to bottom, as
+        # in CleanRL.
         import jax
         import jax.numpy as jnp
         import optax
@@ -695,6 +697,8 @@ def export_params(actor: dict) -> dict:
 def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     """Train (or resume) a behaviour policy for a SMAC map on SMAX; returns the last snapshot's
     metadata (same files as :func:`marl.behavior.train`)."""
+    # Long on purpose: the run's life (resume, compile, loop, snapshots, evaluation) reads top to
+    # bottom, as in CleanRL.
     import os
 
     if cfg.threads == 1:  # read when XLA's CPU backend starts (a no-op if it already has)

@@ -158,6 +158,23 @@ class _Mpe:
         return view.own, torch.ones(view.own.shape[:-1], dtype=torch.bool), landmarks, mask
 
 
+class _Grid:
+    def __init__(self, info):
+        from marl.entity import grid as ent
+
+        self.layout, self.ent = info.layout, ent
+        self.n_own_actions, self.entity_actions = 5, False
+        self.dims = (ent.OWN_DIM, ent.ENTITY_DIM, ent.ENTITY_DIM, ent.OWN_DIM, ent.OWN_DIM)
+
+    def obs(self, obs: torch.Tensor) -> EntityObs:
+        return self.ent.parse_grid_obs(obs, self.layout)
+
+    def critic_tokens(self, state: torch.Tensor, obs: torch.Tensor):
+        tokens = self.ent.SPEC.state_tokens(state, self.obs(obs))  # agents, landmarks
+        (agents, landmarks), (agent_mask, landmark_mask) = tokens.groups, tokens.masks
+        return agents, agent_mask, landmarks, landmark_mask
+
+
 class _Mujoco:
     def __init__(self, info):
         from marl.entity import mamujoco as ent
@@ -174,7 +191,7 @@ class _Mujoco:
         return joints, view.joint_mask.flatten(-2), view.root, torch.ones(view.root.shape[:-1], dtype=torch.bool)
 
 
-ADAPTERS = {"smac": _Smac, "mpe": _Mpe, "mamujoco": _Mujoco}  # family -> how a behaviour policy sees it
+ADAPTERS = {"smac": _Smac, "mpe": _Mpe, "grid": _Grid, "mamujoco": _Mujoco}  # family -> how a behaviour policy sees it
 
 
 def family_adapter(info):
@@ -262,23 +279,25 @@ def act(actor: nn.Module, fam, obs: np.ndarray, avail: np.ndarray | None, greedy
 
 def evaluate(actor: nn.Module, task: str, episodes: int, greedy: bool, seed: int,
              num_envs: int = 64, env_options: dict | None = None) -> dict:
-    """Win rate (SMAC) and return of ``episodes`` fresh episodes, played in rounds of
+    """Win rate (where the task reports wins), return and length of ``episodes`` fresh episodes, played in rounds of
     ``num_envs`` copies that each count their first episode (``envs.play``)."""
     env = envs.make(task, num_envs=min(num_envs, episodes), seed=seed, **(env_options or {}))
     fam = family_adapter(env.info)
     gen = torch.Generator().manual_seed(seed)
-    returns, wins = [], []
+    returns, lengths, wins = [], [], []
     try:
         for start in range(0, episodes, env.num_envs):
             keep = min(env.num_envs, episodes - start)
             outcomes = envs.play(env, lambda ts: act(actor, fam, ts.obs, ts.avail_actions,
                                                      greedy, gen)[0], seed + start)
             returns += outcomes.returns[:keep].tolist()
+            lengths += outcomes.lengths[:keep].tolist()
             if outcomes.wins is not None:
                 wins += outcomes.wins[:keep].tolist()
     finally:
         env.close()
-    out = {"return": float(np.mean(returns)), "episodes": episodes}
+    out = {"return": float(np.mean(returns)), "length": float(np.mean(lengths)),
+           "episodes": episodes}
     if wins:
         out["win_rate"] = float(np.mean(wins))
     return out

@@ -34,6 +34,8 @@ from marl.checkpoint import atomic_save
 def train(cfg: BehaviorConfig, out: str | Path, log=print) -> dict:
     """Train (or resume) a behaviour policy with the torch trainer; returns the last snapshot's
     metadata."""
+    # Long on purpose: the PPO loop (rollout, GAE, epochs, snapshots) reads top to bottom, as in
+    # CleanRL.
     out = Path(out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)

@@ -10,6 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
+import envs
 from marl.data.errors import DatasetError
 from marl.data.schema import MEANING_ATTRS, WON_KEY, keys_for
 
@@ -82,6 +83,10 @@ def check_key_block(key: str, block: np.ndarray, filled: np.ndarray, actions: np
 
     if key in ("obs", "state") and not np.isfinite(flat).all():
         fail(key, ~np.isfinite(flat).all(-1), f"{key} is not finite")
+    if key in ("obs", "state") and layout.get("family") in envs.FAMILIES:
+        problem = envs.FAMILIES[layout["family"]].check_values(layout["map_name"], key, block)
+        if problem is not None:
+            fail(key, problem[0].reshape(n_episodes, n_steps, -1).any(-1), problem[1])
     if padding.any():
         nonzero = (flat != 0).any(-1) & padding
         if nonzero.any():

@@ -175,8 +175,10 @@ def _resolve_layout(where: str, task: str, backend: str, env_info, env_options: 
     if backend not in family.backends:
         raise DatasetError(f"{where}: backend {backend!r} is not one of {family.name}'s "
                            f"backends {sorted(family.backends)}")
-    if has_wins and family.name != "smac":
-        raise DatasetError(f"{where}: key {WON_KEY!r} is for SMAC tasks only, not {task}")
+    if has_wins and not family.reports_wins:
+        raise DatasetError(f"{where}: key {WON_KEY!r} is for tasks that end won or lost "
+                           f"(families {sorted(f for f, v in envs.FAMILIES.items() if v.reports_wins)}), "
+                           f"not {task}")
     if env_info is not None:
         if env_info.task != task or env_info.backend != backend:
             raise DatasetError(f"{where}: env_info describes {env_info.task} on "

@@ -178,6 +178,37 @@ def _compact(t: torch.Tensor, float_dtype: torch.dtype) -> torch.Tensor:
     return t
 
 
+def _pack_episodes(sources: list, chosen: list[np.ndarray]) -> tuple[dict, np.ndarray,
+                                                                     np.ndarray, np.ndarray | None]:
+    """The filled steps of the chosen episodes packed by row, file by file (numpy boolean
+    indexing keeps episode-major order), with one zero step appended: the pad row. Returns
+    (arrays by key, lengths, returns, wins or None where a file records none)."""
+    packed: dict[str, list[np.ndarray]] = {}
+    lengths, returns, wins = [], [], []
+    for (d, _), idx in zip(sources, chosen):
+        if not len(idx):
+            continue
+        # the filled steps of the chosen episodes: packed keys (module doc of
+        # marl.data.format) by row, padded ones by (episode, step); never a padded copy
+        episode, step = np.nonzero(d.arrays["filled"][idx, :, 0])
+        rows = d.starts[idx][episode] + step
+        every_row = len(rows) == int(d.lengths.sum()) and bool(  # all, in file order
+            (rows == np.arange(len(rows))).all())
+        for key in ("obs", "state", "actions", "avail_actions", "reward", "terminated"):
+            if key not in d.arrays:
+                continue
+            if key in d.packed:
+                packed.setdefault(key, []).append(d.arrays[key] if every_row else d.arrays[key][rows])
+            else:
+                packed.setdefault(key, []).append(d.arrays[key][idx[episode], step])
+        lengths.append(d.lengths[idx])
+        returns.append(d.returns[idx])
+        wins.append(None if d.wins is None else d.wins[idx])
+    arrays = {k: np.concatenate(v + [np.zeros_like(v[0][:1])]) for k, v in packed.items()}
+    return (arrays, np.concatenate(lengths).astype(np.int64), np.concatenate(returns),
+            None if any(w is None for w in wins) else np.concatenate(wins))
+
+
 class TaskData:
     """One task's episodes (one or more files, e.g. medium and expert for ``medium-expert``)
     converted once into packed entity-view tensors (module doc), on ``device``.
@@ -221,37 +252,32 @@ class TaskData:
         if not len(self.episode_index):
             raise DatasetError(f"{task}: no episodes selected")
 
-        # Pack the filled steps of the chosen episodes, file by file (numpy boolean indexing
-        # keeps episode-major order), then append one zero step: the pad row.
-        packed: dict[str, list[np.ndarray]] = {}
-        lengths, returns, wins = [], [], []
-        for (d, _), idx in zip(sources, chosen):
-            if not len(idx):
-                continue
-            # the filled steps of the chosen episodes: packed keys (module doc of
-            # marl.data.format) by row, padded ones by (episode, step); never a padded copy
-            episode, step = np.nonzero(d.arrays["filled"][idx, :, 0])
-            rows = d.starts[idx][episode] + step
-            every_row = len(rows) == int(d.lengths.sum()) and bool(  # all, in file order
-                (rows == np.arange(len(rows))).all())
-            for key in ("obs", "state", "actions", "avail_actions", "reward", "terminated"):
-                if key not in d.arrays:
-                    continue
-                if key in d.packed:
-                    packed.setdefault(key, []).append(
-                        d.arrays[key] if every_row else d.arrays[key][rows])
-                else:
-                    packed.setdefault(key, []).append(d.arrays[key][idx[episode], step])
-            lengths.append(d.lengths[idx])
-            returns.append(d.returns[idx])
-            wins.append(None if d.wins is None else d.wins[idx])
-        arrays = {k: np.concatenate(v + [np.zeros_like(v[0][:1])]) for k, v in packed.items()}
-        self.lengths = torch.from_numpy(np.concatenate(lengths).astype(np.int64))
-        self.returns = torch.from_numpy(np.concatenate(returns))
-        self.wins = None if any(w is None for w in wins) else torch.from_numpy(np.concatenate(wins))
+        arrays, lengths, returns, wins = _pack_episodes(sources, chosen)
+        self.lengths = torch.from_numpy(lengths)
+        self.returns = torch.from_numpy(returns)
+        self.wins = None if wins is None else torch.from_numpy(wins)
         self.starts = torch.cumsum(self.lengths, 0) - self.lengths
         self.pad_row = int(self.lengths.sum())
+        rows = self._view_rows(arrays, fam)
+        del arrays
 
+        # Fields equal at every step (token masks, joint tables) are kept once.
+        self.rows: dict[str, torch.Tensor] = {}
+        self.static: dict[str, torch.Tensor] = {}
+        for key, t in rows.items():
+            if not t.is_floating_point() and key.startswith(("obs.", "state.")) \
+                    and bool((t == t[:1]).all()):
+                self.static[key] = t[:1].clone().to(self.device)
+            else:
+                # token features may be stored in lower precision; rewards and actions not
+                dtype = float_dtype if key.startswith(("obs.", "state")) else torch.float32
+                self.rows[key] = _compact(t, dtype).to(self.device)
+        self.starts = self.starts.to(self.device)
+        self.lengths_device = self.lengths.to(self.device)
+
+    def _view_rows(self, arrays: dict[str, np.ndarray], fam) -> dict[str, torch.Tensor]:
+        """Packed arrays -> tensors by row: the entity views' fields (``obs.*``, ``state`` or
+        ``state.*``), actions, availability, reward and termination."""
         rows: dict[str, torch.Tensor] = {}
         try:
             obs = fam.parse_obs(torch.from_numpy(arrays["obs"]), self.layout)
@@ -259,7 +285,7 @@ class TaskData:
             if fam.parse_state is not None:
                 state = fam.parse_state(state, self.layout)
         except ValueError as exc:  # a parser's size check: the file does not fit the layout
-            raise DatasetError(f"{task}: {exc}") from None
+            raise DatasetError(f"{self.task}: {exc}") from None
         for f in fields(obs):
             rows[f"obs.{f.name}"] = getattr(obs, f.name)
         if isinstance(state, torch.Tensor):
@@ -279,21 +305,7 @@ class TaskData:
         rows["terminated"] = torch.from_numpy(arrays["terminated"][:, 0])
         self._obs_type, self._state_type = type(obs), (None if isinstance(state, torch.Tensor)
                                                        else type(state))
-        del arrays, obs, state
-
-        # Fields equal at every step (token masks, joint tables) are kept once.
-        self.rows: dict[str, torch.Tensor] = {}
-        self.static: dict[str, torch.Tensor] = {}
-        for key, t in rows.items():
-            if not t.is_floating_point() and key.startswith(("obs.", "state.")) \
-                    and bool((t == t[:1]).all()):
-                self.static[key] = t[:1].clone().to(self.device)
-            else:
-                # token features may be stored in lower precision; rewards and actions not
-                dtype = float_dtype if key.startswith(("obs.", "state")) else torch.float32
-                self.rows[key] = _compact(t, dtype).to(self.device)
-        self.starts = self.starts.to(self.device)
-        self.lengths_device = self.lengths.to(self.device)
+        return rows
 
     # -- facts
     @property
@@ -341,6 +353,7 @@ def _assemble(parts: Sequence[tuple[TaskData, torch.Tensor, int]],
     (module doc) costs no extra copy: rows with the full shape are gathered straight into the
     output (``index_select(out=...)``), smaller ones are gathered then copied into place, and
     fields stored once (token masks) are broadcast into place."""
+    # Long on purpose: one pass that allocates a batch once and gathers each field into it.
     first = parts[0][0]
     device = first.device
     if t_max is None:

@@ -26,22 +26,41 @@ def dataset_path(root: str | os.PathLike, task: str, quality: str,
     return Path(os.fspath(root)) / (task.replace(":", "_") + tag) / f"{check_quality(quality).name}.h5"
 
 
+def odis_folder(root: str | os.PathLike, task: str, quality: str) -> Path | None:
+    """ODIS's own layout under ``root``, as its datasets are distributed:
+    ``root/<map>/<quality>/<run>/part_<k>.h5`` (quality spelt ``medium-replay`` or
+    ``medium_replay``); the ``<map>/<quality>`` folder if it exists, else None."""
+    _, map_name = envs.split_task(task)
+    name = check_quality(quality).name
+    for spelling in dict.fromkeys((name, name.replace("-", "_"))):
+        folder = Path(os.fspath(root)) / map_name / spelling
+        if folder.is_dir():
+            return folder
+    return None
+
+
 def quality_paths(root: str | os.PathLike, task: str, quality: str,
                   env_options: Mapping[str, Any] | None = None) -> list[Path]:
     """The files that hold ``task`` at ``quality``: ``dataset_path(root, task, quality,
-    env_options)`` when it exists, else, for a mixed quality (``medium-expert``), the files of
-    its components (``medium.h5`` and ``expert.h5``), as ODIS loads it. DatasetError naming
-    what is missing."""
-    path = dataset_path(root, task, quality, env_options)
-    if path.exists():
-        return [path]
-    components = check_quality(quality).components
-    parts = [dataset_path(root, task, c, env_options) for c in components]
-    if parts and all(p.exists() for p in parts):
+    env_options)`` or, failing that, ODIS's ``root/<map>/<quality>`` folder (``odis_folder``);
+    for a mixed quality (``medium-expert``) that has neither, its components' (``medium`` and
+    ``expert``), as ODIS loads it. DatasetError naming what is missing."""
+    def find(q: str) -> Path | None:
+        path = dataset_path(root, task, q, env_options)
+        return path if path.exists() else odis_folder(root, task, q)
+
+    found = find(quality)
+    if found is not None:
+        return [found]
+    parts = [find(c) for c in check_quality(quality).components]
+    if parts and all(p is not None for p in parts):
         return parts
-    also = (f" nor its components {[str(p) for p in parts]}" if parts else "")
+    components = check_quality(quality).components
+    also = (f" nor its components {list(components)}" if components else "")
     raise DatasetError(f"no dataset for {task} at quality {check_quality(quality).name!r}: "
-                       f"{path} does not exist{also}")
+                       f"{dataset_path(root, task, quality, env_options)} does not exist, nor "
+                       f"ODIS's {Path(os.fspath(root)) / envs.split_task(task)[1] / quality}/ "
+                       f"folder{also}")
 
 
 def check_env_options(path: str | os.PathLike, task: str, expected: Mapping[str, Any],

@@ -1,6 +1,6 @@
 """The entity side of each task family, in one registry: how a task's layout is found and how
 its flat observations and states become entity views (``marl.entity.smac``, ``.mpe``,
-``.mamujoco``). The env side of a family is ``envs.FAMILIES``; training data, evaluation and
+``.grid``, ``.mamujoco``). The env side of a family is ``envs.FAMILIES``; training data, evaluation and
 the skill figures all look a family up here, by name."""
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def _mpe_layout(task: str, env_options: dict):
     return parse_map(envs.split_task(task)[1])
 
 
+def _grid_layout(task: str, env_options: dict):
+    from envs.grid import parse_map
+
+    return parse_map(envs.split_task(task)[1])
+
+
 @functools.lru_cache(maxsize=None)
 def _mujoco_layout_cached(task: str, options_json: str):
     env = envs.make(task, num_envs=1, seed=0, **json.loads(options_json))
@@ -67,6 +73,11 @@ def entity_family(name: str) -> EntityFamily:
         from marl.entity.mpe import SPEC, parse_mpe_obs
 
         return EntityFamily("mpe", _mpe_layout, parse_mpe_obs, None, EntityObs,
+                            lambda lay: lay.n_landmarks, SPEC)
+    if name == "grid":
+        from marl.entity.grid import SPEC, parse_grid_obs
+
+        return EntityFamily("grid", _grid_layout, parse_grid_obs, None, EntityObs,
                             lambda lay: lay.n_landmarks, SPEC)
     if name == "mamujoco":
         from marl.entity.mamujoco import SPEC, JointObs, parse_mujoco_obs
