@@ -244,7 +244,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                           episodes=args.episodes, seeds=args.seeds, workers=args.workers,
                           device=args.device)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
-    paths = write_report(report, out, tensorboard_dir=Path(args.run) / "tb", name=args.name)
+    tensorboard = out / "tb" if args.out else Path(args.run) / "tb"  # nothing into RUN with --out
+    # a run with failed jobs never replaces a complete report: it writes NAME-partial.*
+    name = f"{args.name}-partial" if report["errors"] else args.name
+    paths = write_report(report, out, tensorboard_dir=tensorboard, name=name)
     print(markdown_table(report))
     print(f"wrote {paths['json']}, {paths['marl_eval']}, {paths['markdown']} "
           f"({report['seconds']:.0f} s)")

@@ -148,13 +148,15 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "last", tasks: list[str]
               "env_options": dict(task_set.env_options), "seconds": time.perf_counter() - start,
               "results": rows,
               "errors": [{"task": t, "seed": s, "error": e} for (t, s), e in errors.items()]}
-    report["summary"] = summarize(rows)
+    report["summary"] = summarize(rows, [(t, s) for t, s, _, _ in jobs])
     return report
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], expected: list[tuple[str, int]] | None = None) -> dict:
     """Per task: the score (win rate, else return) averaged over seeds; then the means over
-    training tasks and over unseen tasks."""
+    training tasks and over unseen tasks. ``expected``: the (task, seed) pairs asked for; where
+    some gave no result the summary says so (``partial``: the missing pairs), and its means are
+    over what remains."""
     per_task: dict[str, list[float]] = {}
     split: dict[str, str] = {}
     for r in rows:
@@ -166,6 +168,10 @@ def summarize(rows: list[dict]) -> dict:
     for name in ("train", "unseen"):
         vals = [v for t, v in tasks.items() if split[t] == name]
         out[f"{name}_mean"] = float(np.mean(vals)) if vals else None
+    done = {(r["task"], int(r["seed"])) for r in rows}
+    missing = [f"{t} seed {s}" for t, s in (expected or []) if (t, int(s)) not in done]
+    if missing:
+        out["partial"] = missing
     return out
 
 
@@ -208,9 +214,10 @@ def markdown_table(report: dict) -> str:
                          f"{r['return_mean']:.2f} ± {r['return_std']:.2f} | "
                          f"{r['length_mean']:.1f} |")
     s = report["summary"]
+    partial = f" (partial: no result for {', '.join(s['partial'])})" if s.get("partial") else ""
     for split in ("train", "unseen"):
         if s[f"{split}_mean"] is not None:
-            lines.append(f"| **mean of {split} tasks** | {split} | all | "
+            lines.append(f"| **mean of {split} tasks{partial}** | {split} | all | "
                          f"{s[f'{split}_mean']:.3f} | | |")
     for e in report["errors"]:
         lines.append(f"| {e['task']} | error | {e['seed']} | {e['error']} | | |")

@@ -115,14 +115,23 @@ def test_a_failing_task_is_reported_and_the_others_finish(tiny_run, tmp_path, mo
         return played(model, task, *args, **kwargs)
 
     monkeypatch.setattr(marl.evaluate, "evaluate_task", fails_on_4m)
+    (tmp_path / "zero_shot.json").write_text("a complete earlier report")
+    run_files = sorted(tiny_run.rglob("*"))
     code = main(["evaluate", str(tiny_run), "--tasks", "smac:3m,smac:4m", "--episodes", "2",
                  "--workers", "1", "--out", str(tmp_path)])
     assert code == 1
-    report = json.loads((tmp_path / "zero_shot.json").read_text())
+    # the failed run writes zero_shot-partial.*, leaving the complete report as it was
+    assert (tmp_path / "zero_shot.json").read_text() == "a complete earlier report"
+    assert sorted(tiny_run.rglob("*")) == run_files  # --out: nothing written into the run
+    report = json.loads((tmp_path / "zero_shot-partial.json").read_text())
     assert [r["task"] for r in report["results"]] == ["smac:3m"]
     assert [e["task"] for e in report["errors"]] == ["smac:4m"]
     assert "the simulator broke" in report["errors"][0]["error"]
-    assert "smac:4m" in (tmp_path / "zero_shot.md").read_text()
+    assert "smac:4m" in (tmp_path / "zero_shot-partial.md").read_text()
+    # the means are over what finished, and say they are partial
+    assert report["summary"]["partial"] == ["smac:4m seed 0"]
+    assert "| **mean of train tasks (partial: no result for smac:4m seed 0)** |" in \
+        (tmp_path / "zero_shot-partial.md").read_text()
 
 
 def test_bad_input_is_one_clear_error(tiny_run, tmp_path, capsys):
