@@ -510,7 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     from envs import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `marl train` takes key=value overrides on both sides of its options (argparse alone stops
+    # collecting a positional list at the first option)
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         status = args.func(args)
     except UserError as err:  # user mistakes: one line, no traceback

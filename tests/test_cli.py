@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +238,15 @@ def test_every_command_turns_a_mistake_into_one_line(argv, says, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("marl: error:") and says in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_train_overrides_on_both_sides_of_out(tmp_path, capsys):
+    """key=value overrides after ``--out`` are overrides too (the data root here, which is
+    missing, so training stops with one line naming it); anything else is refused."""
+    config = str(Path(__file__).resolve().parents[1] / "experiments" / "baselines" / "bc.yaml")
+    code = main(["train", "--config", config, "updates=1", "--out", str(tmp_path / "run"),
+                 f"data.root={tmp_path / 'nowhere'}"])
+    assert code == 2 and f"{tmp_path / 'nowhere'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", config, "--out", str(tmp_path / "run"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
