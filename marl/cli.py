@@ -522,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:  # user mistakes: one line, no traceback
         print(f"marl: error: {err}", file=sys.stderr)
         return 2
+    except (NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError) as err:
+        # a path the user gave that cannot be written or read as asked (e.g. --out below a file)
+        print(f"marl: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
     return status or 0
 
 

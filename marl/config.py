@@ -119,7 +119,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             file_cfg = OmegaConf.load(p)
         except Exception as exc:  # YAML syntax
-            raise ConfigError(f"{p}: not a valid YAML config: {exc}") from None
+            raise ConfigError(f"{p}: not a valid YAML config: {' '.join(str(exc).split())}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")

@@ -250,3 +250,20 @@ def test_train_overrides_on_both_sides_of_out(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--config", config, "--out", str(tmp_path / "run"), "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["collect", "--task", "grid:cn-2", "--policy", "marl/policies/grid_cn-2", "--quality",
+     "expert", "--episodes", "2", "--out", "{tmp}/file/x.h5"],
+    ["behavior", "train", "grid:cn-2", "--out", "{tmp}/file/run", "--steps", "64"],
+    ["train", "--config", "{tmp}/broken.yaml"],
+    ["datasets", "build", "{tmp}/broken.yaml", "--quality", "expert"],
+])
+def test_unwritable_outputs_and_broken_yaml_are_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    (tmp_path / "file").write_text("a file where a folder is asked for")
+    (tmp_path / "broken.yaml").write_text("algo: [unclosed\n")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("marl: error:"), err
+    assert ("file" in err[0] and "Not a directory" in err[0]) or "YAML" in err[0], err

@@ -73,7 +73,7 @@ def load_taskset(name_or_path: str) -> TaskSet:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise EnvError(f"task set file {path} is not valid YAML: {err}") from None
+        raise EnvError(f"task set file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(raw, dict):
         raise EnvError(f"task set file {path} must hold a mapping with keys {REQUIRED_KEYS}")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
