@@ -108,9 +108,16 @@ class MujocoLayout:
     agent_joints: tuple[tuple[int, ...], ...]  # per agent: controlled joint ids, in action order
     joint_hops: tuple[tuple[int, ...], ...]  # [agent][joint]: hops from the agent's joints, -1 none
     obs_state_index: tuple[tuple[int, ...], ...]  # [agent][obs index] -> state index
-    state_entity: tuple[int, ...]  # [state index] -> joint id or ROOT
-    state_kind: tuple[int, ...]
-    state_component: tuple[int, ...]
+    # what each joint is, whatever the partition (``joint_identity``): its place on the body at
+    # rest, ahead of (+1) or behind (-1) the torso and on its left (+1) or right (-1), 0 on
+    # the axis; its depth, the actuated joints from the torso to it (1 at the torso); and
+    # whether no actuated joint lies below it
+    joint_side: tuple[tuple[int, int], ...] = ()
+    joint_depth: tuple[int, ...] = ()
+    joint_leaf: tuple[bool, ...] = ()
+    state_entity: tuple[int, ...] = ()  # [state index] -> joint id or ROOT
+    state_kind: tuple[int, ...] = ()
+    state_component: tuple[int, ...] = ()
 
     @property
     def n_agents(self) -> int:
@@ -193,6 +200,34 @@ def _body_owners(model: Any, actuated: dict[int, int]) -> list[int]:
             ]
             owners[body] = min(below, default=ROOT)
     return owners
+
+
+def _joint_identity(model: Any, robot_joints: Sequence[int]):
+    """(side, depth, leaf) of each actuated joint (``MujocoLayout``), from the model at rest:
+    the side is the sign of the joint's body offset from the torso along x and y, 0 within 5 %
+    of the robot's extent."""
+    import mujoco
+
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    carrier = [int(model.jnt_bodyid[j]) for j in robot_joints]
+    torso = next(b for b in range(1, model.nbody) if int(model.body_parentid[b]) == 0)
+    offset = data.xpos[carrier, :2] - data.xpos[torso, :2]
+    extent = max(float(np.abs(data.xpos[1:, :2] - data.xpos[torso, :2]).max()), 1e-9)
+    side = np.where(np.abs(offset) < 0.05 * extent, 0, np.sign(offset)).astype(int)
+
+    def ancestors(body: int) -> set[int]:
+        out = set()
+        while body > 0:
+            out.add(body)
+            body = int(model.body_parentid[body])
+        return out
+
+    above = [ancestors(b) for b in carrier]
+    depth = tuple(sum(carrier[k] in above[j] for k in range(len(carrier))) for j in range(len(carrier)))
+    leaf = tuple(not any(carrier[j] in above[k] for k in range(len(carrier)) if k != j)
+                 for j in range(len(carrier)))
+    return tuple((int(x), int(y)) for x, y in side), depth, leaf
 
 
 def _build_layout(
@@ -289,6 +324,8 @@ def _build_layout(
     def body_names(bodies: list[int]) -> tuple[str, ...]:
         return tuple(model.body(b).name or f"body{b}" for b in bodies)
 
+    side, depth, leaf = _joint_identity(model, robot_joints)
+
     return MujocoLayout(
         robot=robot,
         partition=partition,
@@ -300,6 +337,9 @@ def _build_layout(
         agent_joints=agent_joints,
         joint_hops=tuple(hops),
         obs_state_index=tuple(tuple(int(i) for i in index) for index in obs_state_index),
+        joint_side=side,
+        joint_depth=depth,
+        joint_leaf=leaf,
         state_entity=tuple(s[0] for s in state),
         state_kind=tuple(s[1] for s in state),
         state_component=tuple(s[2] for s in state),

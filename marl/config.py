@@ -212,6 +212,9 @@ def _check_family(cfg: DictConfig) -> None:
     if not discrete and not registry()[cfg.algo].config.CONTINUOUS_ACTIONS:
         raise ConfigError(f"algo={cfg.algo} needs discrete actions, but task set "
                           f"{cfg.data.taskset!r} is {family} (continuous actions)")
+    if cfg.model.get("joint_identity") and entity_family(family).identity_spec is None:
+        raise ConfigError(f"model.joint_identity=true is for task families with joint tokens "
+                          f"(mamujoco), not {family} (task set {cfg.data.taskset!r})")
 
 
 def from_run(run_dir: str | Path) -> DictConfig:

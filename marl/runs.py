@@ -42,7 +42,9 @@ def build_model(cfg: DictConfig, family: str):
     from marl.config import model_config
     from marl.nets import EntityTransformer, family_spec
 
-    model = build(cfg.algo, family_spec(family), model_config(cfg)).to(cfg.device)
+    net = model_config(cfg)
+    model = build(cfg.algo, family_spec(family, getattr(net, "joint_identity", False)),
+                  net).to(cfg.device)
     if cfg.compile:
         for module in model.modules():
             if isinstance(module, EntityTransformer):

@@ -453,6 +453,35 @@ def test_same_joint_same_features_across_partitions():
     assert any(v[:, 2:].nan_to_num().any() for v in values.values())  # contact forces compared
 
 
+def test_joint_identity_says_what_a_joint_is_in_every_partition():
+    """The identity features of a physical joint are the same whichever partition observes it,
+    and they tell HalfCheetah's back leg from its front one (which the joint values alone do not
+    at rest) and a swimmer's segments apart along its length, for any segment count."""
+    from marl.entity.mamujoco import IDENTITY_DIM, joint_identity
+
+    def identity_by_name(map_name: str) -> dict[str, torch.Tensor]:
+        with MaMuJoCoEnv(map_name, num_envs=1, seed=0) as env:
+            jo = parse_mujoco_obs(torch.from_numpy(env.reset().obs), env.layout)
+            feats = joint_identity(jo)[0]
+            return {env.layout.joint_names[jo.joint_id[0, a, t]]: feats[a, t]
+                    for a, t in zip(*torch.nonzero(jo.joint_mask[0], as_tuple=True))}
+
+    reference = identity_by_name("HalfCheetah-2x3")
+    assert set(reference) == {"bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"}
+    for map_name in ("HalfCheetah-6x1", "HalfCheetah-3x2"):
+        for name, feats in identity_by_name(map_name).items():
+            assert torch.equal(feats, reference[name]), (map_name, name)
+    # side x, side y, depth / deepest, depth / 4, ends a limb
+    np.testing.assert_allclose(reference["bthigh"], [-1.0, 0.0, 1 / 3, 0.25, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(reference["ffoot"], [1.0, 0.0, 1.0, 0.75, 1.0], rtol=1e-6)
+    assert reference["bthigh"].shape == (IDENTITY_DIM,)
+    for segments in ("ManySegmentSwimmer-3x2", "ManySegmentSwimmer-5x2"):
+        swimmer = identity_by_name(segments)
+        along = sorted(float(f[2]) for f in swimmer.values())
+        np.testing.assert_allclose(along, np.arange(1, len(along) + 1) / len(along), rtol=1e-6)
+        assert sum(float(f[4]) for f in swimmer.values()) == 1.0  # one tail
+
+
 def test_feature_width_is_the_same_for_every_robot():
     widths = set()
     for map_name in ("HalfCheetah-2x3", "Ant-4x2", "Swimmer-2x1", "ManySegmentAnt-2x1"):
@@ -498,3 +527,26 @@ def test_render_states_paints_each_agents_bodies():
         assert abs(strongly(swapped, 0) - strongly(frames[0], 2)) < 0.2 * strongly(frames[0], 2)
         with pytest.raises(EnvError, match="agent_rgba"):
             render_states(env, qpos, qvel, red_blue[:, :1])
+
+
+def test_joint_identity_is_a_switch_of_the_learners_token_view():
+    """``model.joint_identity``: the learners' joint tokens end in the identity features (the
+    behaviour policies' view is unchanged); only families with joint tokens accept it."""
+    from marl.config import ConfigError, load_config
+    from marl.entity.mamujoco import IDENTITY_DIM, joint_identity
+    from marl.nets import family_spec
+
+    plain, identity = family_spec("mamujoco"), family_spec("mamujoco", joint_identity=True)
+    assert identity.obs_dims == (ROOT_DIM, JOINT_DIM + IDENTITY_DIM)
+    assert plain.obs_dims == (ROOT_DIM, JOINT_DIM)
+    with MaMuJoCoEnv("HalfCheetah-3x2", num_envs=2) as env:
+        view = parse_mujoco_obs(torch.from_numpy(env.reset().obs), env.layout)
+    tokens = identity.obs_tokens(view).groups[1]
+    assert torch.equal(tokens[..., :JOINT_DIM], plain.obs_tokens(view).groups[1])
+    assert torch.equal(tokens[..., JOINT_DIM:], joint_identity(view))
+    assert identity.state_tokens(None, view).groups[1].shape[-1] == JOINT_DIM + IDENTITY_DIM
+    with pytest.raises(ValueError, match="joint tokens, not 'smac'"):
+        family_spec("smac", joint_identity=True)
+    with pytest.raises(ConfigError, match="joint_identity=true is for task families with joint"):
+        load_config(None, ["data.taskset=marine-easy", "model.joint_identity=true"])
+    load_config(None, ["data.taskset=mujoco-partitions", "model.joint_identity=true"])

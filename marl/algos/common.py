@@ -44,6 +44,9 @@ class NetConfig:
     # planner; BC: its encoder), a window in place of the released code's recurrent token
     agent_tokens: bool = False
     history: int = 0
+    # MuJoCo: each joint token also says what the joint is on the robot (side, depth, limb end:
+    # marl.entity.mamujoco); off by default, as measured in docs/hissd.md
+    joint_identity: bool = False
 
     def obs_dims(self, spec: FamilySpec) -> tuple[int, ...]:
         """Feature sizes of the observation token groups these settings give."""

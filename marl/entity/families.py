@@ -27,6 +27,9 @@ class EntityFamily:
     obs_type: type
     n_entities: Callable[[Any], int]  # enemies (SMAC), landmarks (MPE), joint tokens (MuJoCo)
     spec: FamilySpec  # how the algorithms' networks see it: token widths, actions, token makers
+    # the same with what each joint is on every joint token (``model.joint_identity``); None
+    # where a family has no such tokens
+    identity_spec: FamilySpec | None = None
 
 
 def _smac_layout(task: str, env_options: dict):
@@ -80,14 +83,14 @@ def entity_family(name: str) -> EntityFamily:
         return EntityFamily("grid", _grid_layout, parse_grid_obs, None, EntityObs,
                             lambda lay: lay.n_landmarks, SPEC)
     if name == "mamujoco":
-        from marl.entity.mamujoco import SPEC, JointObs, parse_mujoco_obs
+        from marl.entity.mamujoco import IDENTITY_SPEC, SPEC, JointObs, parse_mujoco_obs
 
         def n_tokens(lay) -> int:
             return int(parse_mujoco_obs(torch.zeros(lay.n_agents, max(lay.obs_dims)), lay)
                        .joints.shape[-2])
 
         return EntityFamily("mamujoco", _mujoco_layout, parse_mujoco_obs, None, JointObs, n_tokens,
-                            SPEC)
+                            SPEC, IDENTITY_SPEC)
     raise envs.EnvError(f"no entity view is known for task family {name!r}")
 
 

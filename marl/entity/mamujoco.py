@@ -19,6 +19,13 @@ flags say which are present (per value for the root, whose observed coordinates 
 agent in Swimmer). Contact forces follow the bodies the layout assigns to each joint, so a joint
 carries the same features whichever agent, partition or hop observes it.
 
+* joint identity (``IDENTITY_DIM``, on the learners' tokens with ``model.joint_identity``,
+  ``IDENTITY_SPEC``): what the joint is on the robot, the same in every partition
+  (``MujocoLayout``): ahead of or behind the torso (+1, -1, 0) and to its left or right, its
+  depth from the torso over the robot's deepest, its depth over 4, and whether it ends a limb.
+  Without it the joints differ only by their values; with it a model can tell a back thigh
+  from a front one whatever the partition (what that did to transfer: ``docs/hissd.md``).
+
 Tokens are ordered: the agent's controlled joints in action order, then the other observed
 joints by hop distance and joint id. ``action_index`` maps each entry of the env's action vector
 to its token, so a model can emit one action per controlled-joint token (``tokens_to_actions``
@@ -30,6 +37,7 @@ Values are copied, never rescaled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, fields
 from typing import Callable
@@ -48,6 +56,8 @@ JOINT_FLAGS = (
     *(f"has_cfrc_ext{b}" for b in range(MAX_JOINT_BODIES)),
 )
 JOINT_DIM = JOINT_VALUES + len(JOINT_FLAGS)
+IDENTITY_CODES = ("side_x", "side_y", "depth", "max_depth", "leaf")  # integers per joint token
+IDENTITY_DIM = 5  # side x, side y, depth / max depth, depth / 4, leaf (``joint_identity``)
 
 ROOT_QPOS = 7  # a free joint's coordinates
 ROOT_QVEL = 6
@@ -69,6 +79,7 @@ class JointObs:
     action_index: torch.Tensor  # [..., n_agents, n_actions] long: token of each action entry
     action_mask: torch.Tensor  # [..., n_agents, n_actions] bool, False beyond the agent's act_dim
     token_action: torch.Tensor  # [..., n_agents, T] long: action entry a token drives (-1: none)
+    identity: torch.Tensor  # [..., n_agents, T, len(IDENTITY_CODES)] long (0: padding)
 
     def pad(self, n_tokens: int) -> "JointObs":
         """Pad the token count (masked zeros) so tasks with different counts stack."""
@@ -84,6 +95,7 @@ class JointObs:
             action_index=self.action_index,
             action_mask=self.action_mask,
             token_action=F.pad(self.token_action, (0, extra), value=-1),
+            identity=F.pad(self.identity, (0, 0, 0, extra)),
         )
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "JointObs":
@@ -103,6 +115,7 @@ class _Tables:
     action_index: np.ndarray  # [A, n_actions] int64
     action_mask: np.ndarray  # [A, n_actions] bool
     token_action: np.ndarray  # [A, T] int64
+    identity: np.ndarray  # [A, T, len(IDENTITY_CODES)] int64
 
 
 def _slot(entity: int, kind: int, component: int, where: str) -> int:
@@ -178,7 +191,20 @@ def _build_tables(layout: MujocoLayout) -> _Tables:
         action_index=action_index,
         action_mask=action_mask,
         token_action=token_action,
+        identity=_identity_codes(layout, tokens, n_tokens),
     )
+
+
+def _identity_codes(layout: MujocoLayout, tokens: list[list[int]], n_tokens: int) -> np.ndarray:
+    """[A, T, len(IDENTITY_CODES)]: each token's joint's identity codes (zeros on padding)."""
+    out = np.zeros((layout.n_agents, n_tokens, len(IDENTITY_CODES)), dtype=np.int64)
+    deepest = max(layout.joint_depth, default=1)
+    codes = [(*side, depth, deepest, int(leaf)) for side, depth, leaf in
+             zip(layout.joint_side, layout.joint_depth, layout.joint_leaf)]
+    for a, joints in enumerate(tokens):
+        if codes:
+            out[a, : len(joints)] = [codes[j] for j in joints]
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,6 +245,7 @@ def parse_mujoco_obs(obs: torch.Tensor, layout: MujocoLayout) -> JointObs:
         action_index=expand(t["action_index"]),
         action_mask=expand(t["action_mask"]),
         token_action=expand(t["token_action"]),
+        identity=expand(t["identity"]),
     )
 
 
@@ -242,6 +269,14 @@ def _mujoco_last_action(last: torch.Tensor, view) -> list:
     return [None, actions_to_tokens(last, view)[..., None]]
 
 
+def joint_identity(view) -> torch.Tensor:
+    """``[..., n_agents, T, IDENTITY_DIM]`` features of what each token's joint is (module doc),
+    from the integer codes of ``view.identity``; zeros on padding."""
+    code = view.identity.to(view.joints.dtype)
+    side, depth, deepest, leaf = code[..., :2], code[..., 2:3], code[..., 3:4], code[..., 4:5]
+    return torch.cat([side, depth / deepest.clamp(min=1.0), depth / 4.0, leaf], dim=-1)
+
+
 def _mujoco_obs(view) -> Tokens:
     return Tokens([view.root[..., None, :], view.joints],
                   [torch.ones_like(view.joint_mask[..., :1]), view.joint_mask])
@@ -255,6 +290,16 @@ def _mujoco_state(state, view) -> Tokens:
                   [view.joint_mask.any(-1), view.joint_mask.flatten(-2)])
 
 
+def _with_identity(view):
+    """``view`` whose joint tokens end in their identity features."""
+    return dataclasses.replace(view, joints=torch.cat([view.joints, joint_identity(view)], -1))
+
+
 SPEC = FamilySpec("mamujoco", (ROOT_DIM, JOINT_DIM), (JOINT_DIM + ROOT_DIM, JOINT_DIM), False, 0, 1,
                   _mujoco_obs, _mujoco_state, others_per_agent=True, last_action_dims=(0, 1),
                   last_action_features=_mujoco_last_action)
+TOKEN_DIM = JOINT_DIM + IDENTITY_DIM  # a joint token with its identity (model.joint_identity)
+IDENTITY_SPEC = dataclasses.replace(
+    SPEC, obs_dims=(ROOT_DIM, TOKEN_DIM), state_dims=(TOKEN_DIM + ROOT_DIM, TOKEN_DIM),
+    obs_tokens=lambda view: _mujoco_obs(_with_identity(view)),
+    state_tokens=lambda state, view: _mujoco_state(state, _with_identity(view)))

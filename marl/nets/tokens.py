@@ -30,9 +30,15 @@ from marl.entity import AGENT_ID_BITS, FamilySpec, Tokens
 from marl.entity.families import entity_family
 
 
-def family_spec(family: str) -> FamilySpec:
-    """The token view of ``family``: its entry in the entity registry."""
-    return entity_family(family).spec
+def family_spec(family: str, joint_identity: bool = False) -> FamilySpec:
+    """The token view of ``family``: its entry in the entity registry (``joint_identity``: the
+    view whose joint tokens say what each joint is, for families that have one)."""
+    fam = entity_family(family)
+    if not joint_identity:
+        return fam.spec
+    if fam.identity_spec is None:
+        raise ValueError(f"model.joint_identity is for families with joint tokens, not {family!r}")
+    return fam.identity_spec
 
 
 def with_agent_tokens(spec: FamilySpec, obs: Tokens, view, last_actions: torch.Tensor
