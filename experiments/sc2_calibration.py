@@ -3,7 +3,8 @@ against SMAX rollouts of a policy cloned from it, with SMAX's own statistics, wi
 ``sc2-4.10`` calibration (``envs/smax.py``), and with it and a delayed opponent: per-step
 displacement of a moving marine and of an enemy in the first steps, the distance between the
 teams' centres after 3 and 6 steps, the distance at a battle's first attack, battle length and
-win rate, measured the same way on both.
+win rate, and how the enemies spread their fire (the share of steps on which allies lose health
+where more than one does), measured the same way on both.
 
     python experiments/sc2_calibration.py --odis PATH/TO/ODIS/dataset [--out runs/sc2-calibration]
         [--updates 1500] [--battles 512]
@@ -26,7 +27,9 @@ from envs.smax import ARENA
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"smax": {}, "sc2-4.10": {"calibration": "sc2-4.10"},
-            "sc2-4.10, enemy_reaction 0.8": {"calibration": "sc2-4.10", "enemy_reaction": 0.8}}
+            "sc2-4.10, enemy_reaction 0.8": {"calibration": "sc2-4.10", "enemy_reaction": 0.8},
+            "sc2-4.10, enemy_reaction 0.8, random targets": {
+                "calibration": "sc2-4.10", "enemy_reaction": 0.8, "enemy_attack_mode": "random"}}
 APPROACH_STEPS = 6  # the enemies' first steps, before the teams meet
 N_AGENTS, N_ENEMIES, SIGHT = 3, 3, 9.0  # 3m: marine sight 9
 ALLY_STATE, ENEMY_FEATS = 4, 5  # (health, cooldown, x, y); (attackable, dist, dx, dy, health)
@@ -61,6 +64,15 @@ def approach(states: np.ndarray, width: float) -> tuple[np.ndarray, list[float]]
     return step, [float(gap[:, 3].mean()), float(gap[:, 6].mean())]
 
 
+def spread_fire(states: np.ndarray, valid: np.ndarray) -> float:
+    """Of the steps ``[E, T]`` on which allies lose health, the share on which several do: how
+    the enemies split their fire (focus fire gives 0)."""
+    health = states[..., : N_AGENTS * ALLY_STATE].reshape(*states.shape[:-1], N_AGENTS, ALLY_STATE)[..., 0]
+    hit = (health[:, :-1] - health[:, 1:] > 1e-6) & valid[:, :-1, None] & valid[:, 1:, None]
+    n_hit = hit.sum(-1)
+    return float((n_hit[n_hit > 0] > 1).mean())
+
+
 def first_attack_distances(obs, actions, valid) -> np.ndarray:
     """Per episode ``[E, T, ...]``: the distance from the first agent that attacks, at the
     battle's first attack, to its target (map units); episodes without an attack give none."""
@@ -88,7 +100,8 @@ def data_stats(root: Path) -> dict:
         step_displacements(a["state"][:, :-1], a["state"][:, 1:], actions[:, :-1], transition[:, :-1],
                            width),
         approach(a["state"][long], width), first_attack_distances(a["obs"], actions, transition),
-        lengths - 1, data.returns >= 19.0)  # a won 3m battle returns 20 (ODIS records no wins)
+        lengths - 1, data.returns >= 19.0,  # a won 3m battle returns 20 (ODIS records no wins)
+        spread_fire(a["state"], np.arange(a["filled"].shape[1])[None] < lengths[:, None]))
 
 
 def rollout_stats(run: Path, options: dict, battles: int, seed: int) -> dict:
@@ -116,11 +129,13 @@ def rollout_stats(run: Path, options: dict, battles: int, seed: int) -> dict:
     obs, acts, valid = (np.stack(x, 1) for x in (obs_seen, acts_seen, valid_seen))
     states = np.stack(states_seen[:APPROACH_STEPS + 1], 1)
     long = outcomes.lengths > APPROACH_STEPS + 1
+    every_state = np.stack(states_seen, 1)
     return summarise(np.concatenate(moves), approach(states[long], width),
-                     first_attack_distances(obs, acts, valid), outcomes.lengths, outcomes.wins)
+                     first_attack_distances(obs, acts, valid), outcomes.lengths, outcomes.wins,
+                     spread_fire(every_state, valid))
 
 
-def summarise(moves, approaching, first_attack, lengths, wins) -> dict:
+def summarise(moves, approaching, first_attack, lengths, wins, spread: float) -> dict:
     def dist(x):
         x = np.asarray(x, np.float64)
         return {"mean": float(x.mean()), "median": float(np.median(x)),
@@ -130,6 +145,7 @@ def summarise(moves, approaching, first_attack, lengths, wins) -> dict:
     return {"move_per_step": dist(moves), "enemy_move_per_step": dist(approaching[0]),
             "team_gap_at_steps_3_6": approaching[1], "first_attack_distance": dist(first_attack),
             "battle_length": dist(lengths), "win_rate": float(np.mean(wins)),
+            "enemy_fire_spread": spread,
             "battles": int(len(lengths))}
 
 
@@ -158,14 +174,16 @@ def main() -> None:
         table[f"SMAX, {name}"] = rollout_stats(run, SETTINGS[name], args.battles, args.seed)
     (out / "calibration.json").write_text(json.dumps(table, indent=1))
     print("| source | marine step (median, p10-p90) | enemy step, first 6 (mean) | team gap at "
-          "steps 3, 6 | first-attack distance (median) | battle length (mean) | win rate |")
-    print("|---|---|---|---|---|---|---|")
+          "steps 3, 6 | first-attack distance (median) | battle length (mean) | enemy fire "
+          "spread | win rate |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, row in table.items():
         m, f, b = row["move_per_step"], row["first_attack_distance"], row["battle_length"]
         gap = row["team_gap_at_steps_3_6"]
         print(f"| {name} | {m['median']:.3f} ({m['p10']:.3f}-{m['p90']:.3f}) | "
               f"{row['enemy_move_per_step']['mean']:.3f} | {gap[0]:.2f}, {gap[1]:.2f} | "
-              f"{f['median']:.2f} | {b['mean']:.1f} | {row['win_rate']:.3f} ({row['battles']}) |")
+              f"{f['median']:.2f} | {b['mean']:.1f} | {row['enemy_fire_spread']:.3f} | "
+              f"{row['win_rate']:.3f} ({row['battles']}) |")
 
 
 if __name__ == "__main__":
