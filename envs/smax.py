@@ -27,12 +27,12 @@ Where SMAX differs from StarCraft II and what this adapter does about it:
 * Time and unit statistics: ``calibration="smax"`` (the default) is SMAX's own: an env step is
   8 world steps of 1/16 s, and a marine deals 9 damage. ``calibration="sc2-4.10"``
   (``CALIBRATIONS``) makes a step SMAC's: 8 game loops at StarCraft II's "faster" speed, 22.4
-  loops per second (so 0.357 s, the time base of the unit statistics below), with the marine's
-  LotV statistics (damage 6, cooldown 0.61 s, range 5 edge to edge, sight 9, speed 3.15, 45
-  hit points, Liquipedia's Marine (Legacy of the Void) page), SMAC's attack availability range
-  (6), a 28-wide arena (``ARENA``) and, on 3m, StarCraft II's start formation (``SC2_STARTS``).
-  It covers the unit types whose statistics were checked against recorded StarCraft II data
-  (``docs/datasets.md``); a map with other types is refused.
+  loops per second (so 0.357 s, the time base of the unit statistics below), with the Legacy of
+  the Void statistics of marines, stalkers and zealots (the marine's
+  damage 6, cooldown 0.61 s, range 5 edge to edge, speed 3.15, 45 hit points), SMAC's attack
+  availability range (6) with StarCraft II's walk-into-range attack order, a 28-wide arena
+  (``ARENA``) and, on 3m, StarCraft II's start formation (``SC2_STARTS``).
+  docs/environments.md lists every number and its source.
 * Reward: SMAC's ``reward_only_positive`` convention (damage dealt + 10 per kill + 200 for a win,
   scaled so that a won battle returns exactly 20). A win needs every enemy dead and an ally alive.
 """
@@ -72,19 +72,32 @@ ARENA = {"smax": MAP_SIZE, "sc2-4.10": 28.0}
 # With "sc2-4.10" a map listed here starts in its formation; others keep SMAX's random start.
 SC2_STARTS = {"3m": (((-7.0, -0.69), (-7.0, 0.0), (-6.31, 0.0)),
                      ((6.86, -0.69), (7.55, 0.0), (6.86, 0.0)))}
-# calibration -> (seconds per world step, {unit type: {SMAX statistic: value}}); a step is 8
-# world steps. "sc2-4.10": SMAC's 8 game loops at "faster" speed (22.4 loops per second), and
-# the unit types it covers with their LotV statistics (Liquipedia; docs/datasets.md measures
-# the match against ODIS's StarCraft II 3m file).
+# calibration -> (seconds per world step, {unit type: {statistic: value}}); a step is 8 world
+# steps. "sc2-4.10": SMAC's 8 game loops at "faster" speed (22.4 loops per second), and the
+# Legacy of the Void statistics, at that speed, of the unit types of SMAC's marine and
+# stalker-zealot maps: Liquipedia's unit
+# pages, the same figures as smaclite's unit files (uoe-agents/smaclite, units/*.json). Shields
+# are pooled into health, as SMAX does (hit points + shields). "attack" is one attack's damage
+# (a zealot's two blows of 8 are one attack of 16); armour and bonus damage are not modelled,
+# SMAX having one damage per attacker. "reach": StarCraft II's weapon range, edge to edge (melee
+# 0.1). docs/datasets.md measures the match of the marine against ODIS's StarCraft II 3m file;
+# the other types are as documented, with no recorded data here to check them against.
+_SC2_LOTV_FASTER = {
+    "marine": {"health": 45.0, "attack": 6.0, "weapon_cooldown": 0.61, "reach": 5.0,
+               "sight_range": 9.0, "velocity": 3.15},
+    "stalker": {"health": 160.0, "attack": 13.0, "weapon_cooldown": 1.34, "reach": 6.0,
+                "sight_range": 10.0, "velocity": 4.13},
+    "zealot": {"health": 150.0, "attack": 16.0, "weapon_cooldown": 0.86, "reach": 0.1,
+               "sight_range": 9.0, "velocity": 3.15},
+}
 CALIBRATIONS: dict[str, tuple[float, dict[str, dict[str, float]]]] = {
     "smax": (1.0 / 16, {}),
-    # attack_range: SMAX measures centre to centre, StarCraft II edge to edge, so a marine's 5
-    # against a marine (radius 0.375) is 5.75; shoot_range: where SMAC makes an attack
-    # available and flags an enemy attackable (6 for every unit, SMACv1's unit_shoot_range)
-    "sc2-4.10": (1.0 / 22.4, {"marine": {"attack": 6.0, "weapon_cooldown": 0.61,
-                                         "attack_range": 5.75, "shoot_range": 6.0,
-                                         "sight_range": 9.0, "velocity": 3.15, "health": 45.0}}),
+    "sc2-4.10": (1.0 / 22.4, _SC2_LOTV_FASTER),
 }
+# Where SMAC makes an attack available and flags an enemy attackable: 6 for every unit
+# (SMACv1's unit_shoot_range). With a calibration, an attack ordered on an enemy beyond the
+# attacker's reach walks the attacker towards it, as StarCraft II's attack order does.
+SMAC_SHOOT_RANGE = 6.0
 OPTIONS = {
     "enemy_attack_mode": f"one of {ENEMY_ATTACK_MODES}: how the scripted enemy picks targets",
     "enemy_reaction": "float in (0, 1]: probability that an enemy unit re-decides on a step",
@@ -95,10 +108,13 @@ OPTIONS = {
 
 
 def calibration_kwargs(calibration: str, unit_types: tuple[str, ...], defaults: dict) -> dict:
-    """SMAX constructor arguments of a calibration for a map's unit types: the time per world
-    step and the per-type statistic arrays (SMAX's own where the calibration does not set
-    them: ``defaults``, SMAX's constructor defaults). EnvError naming the unit types a
-    calibration does not cover."""
+    """SMAX constructor arguments of a calibration for a map whose units (allies then enemies)
+    are ``unit_types``: the time per world step and the per-type statistic arrays (SMAX's own
+    where the calibration does not set them: ``defaults``, SMAX's constructor defaults).
+    SMAX's attack range is centre to centre and one number per attacker type, so a type's
+    StarCraft II reach becomes reach + its radius + the mean radius of the map's units (exact
+    on one-type maps such as the marines'; within 0.08 of every pair on stalker-zealot maps).
+    EnvError naming the unit types a calibration does not cover."""
     import jax.numpy as jnp
 
     if calibration not in CALIBRATIONS:
@@ -110,15 +126,18 @@ def calibration_kwargs(calibration: str, unit_types: tuple[str, ...], defaults: 
     if uncovered:
         raise EnvError(f"smac/smax: calibration {calibration!r} covers unit types "
                        f"{sorted(stats)}, not {uncovered} on this map")
+    radius = np.asarray(defaults["unit_type_radiuses"], np.float32)
+    mean_radius = float(np.mean([radius[SMAX_TYPE_ID[t]] for t in unit_types]))
     out = {"time_per_step": time_per_step}
-    for name in ("attack", "weapon_cooldown", "attack_range", "sight_range", "velocity", "health"):
-        # (shoot_range is the adapter's, not SMAX's: _SmaxProgram reads it)
-        attr = {"attack": "unit_type_attacks", "weapon_cooldown": "unit_type_weapon_cooldowns",
-                "attack_range": "unit_type_attack_ranges", "sight_range": "unit_type_sight_ranges",
-                "velocity": "unit_type_velocities", "health": "unit_type_health"}[name]
+    attrs = {"attack": "unit_type_attacks", "weapon_cooldown": "unit_type_weapon_cooldowns",
+             "reach": "unit_type_attack_ranges", "sight_range": "unit_type_sight_ranges",
+             "velocity": "unit_type_velocities", "health": "unit_type_health"}
+    for name, attr in attrs.items():
         values = np.asarray(defaults[attr], np.float32).copy()
         for unit, unit_stats in stats.items():
             values[SMAX_TYPE_ID[unit]] = unit_stats[name]
+            if name == "reach":
+                values[SMAX_TYPE_ID[unit]] += radius[SMAX_TYPE_ID[unit]] + mean_radius
         out[attr] = jnp.asarray(values)
     return out
 
@@ -196,12 +215,13 @@ class _SmaxProgram:
         self.hp_max = jnp.asarray(pooled - shield_max)
         self.shield_max = jnp.asarray(shield_max)
         self.sight = jnp.asarray(np.asarray(sim.unit_type_sight_ranges)[type_ids][:n_a])
-        # where an attack is available and an enemy flagged attackable: SMAX's attack range, or
-        # the calibration's SMAC shoot range
-        shoot = CALIBRATIONS[calibration][1]
-        self.attack_range = jnp.asarray(np.array(
-            [shoot[t]["shoot_range"] if t in shoot else np.asarray(sim.unit_type_attack_ranges)[
-                SMAX_TYPE_ID[t]] for t in layout.ally_types], np.float32))
+        # where an attack reaches (SMAX's attack range), and where it is available and an enemy
+        # flagged attackable: the same, or with a calibration SMAC's shoot range, attacks beyond
+        # the reach walking the attacker in (_step_one)
+        self.reach = jnp.asarray(np.asarray(sim.unit_type_attack_ranges)[type_ids][:n_a])
+        self.walk_to_attack = calibration != "smax"
+        self.attack_range = (jnp.full(n_a, SMAC_SHOOT_RANGE, jnp.float32) if self.walk_to_attack
+                             else self.reach)
         self.cooldown_max = jnp.asarray(np.asarray(sim.unit_type_weapon_cooldowns)[type_ids][:n_a])
         self.ally_bits = jnp.asarray(_type_bits(layout.ally_types, layout.ally_type_bits))
         self.enemy_bits = jnp.asarray(_type_bits(layout.enemy_types, layout.enemy_type_bits))
@@ -318,6 +338,8 @@ class _SmaxProgram:
         smax_actions = jnp.where(actions < N_ACTIONS_NO_ATTACK,
                                  jnp.asarray(_SMAC_TO_SMAX_MOVES)[jnp.minimum(actions, 5)],
                                  actions - 1)
+        if self.walk_to_attack:
+            smax_actions = self._walk_to_attack(sim_state.state, actions, smax_actions)
         _, next_state, _, _, _ = self.sim.step_env(
             key_step, sim_state, {agent: smax_actions[i] for i, agent in enumerate(self.sim.agents)})
         before, after = sim_state.state, next_state.state
@@ -347,6 +369,20 @@ class _SmaxProgram:
             "episode_length": ep_len,
         }
         return pick(reset_carry, next_carry), out
+
+    def _walk_to_attack(self, world, actions, smax_actions):
+        """An attack on an enemy beyond the attacker's reach becomes a step towards it, along
+        the axis it is farther away on (SMAX moves in four directions): StarCraft II's attack
+        order walks the unit into range before it fires."""
+        jnp, n_a = self._jnp, self.layout.n_agents
+        target = jnp.clip(actions - N_ACTIONS_NO_ATTACK, 0, self.layout.n_enemies - 1)
+        offset = world.unit_positions[n_a + target] - world.unit_positions[:n_a]  # [n_a, 2]
+        out_of_reach = (actions >= N_ACTIONS_NO_ATTACK) & (
+            jnp.linalg.norm(offset, axis=-1) >= self.reach)
+        east_west = jnp.abs(offset[:, 0]) >= jnp.abs(offset[:, 1])
+        toward = jnp.where(east_west, jnp.where(offset[:, 0] > 0, 1, 3),  # SMAX: 1 E, 3 W
+                           jnp.where(offset[:, 1] > 0, 0, 2))  # 0 N, 2 S
+        return jnp.where(out_of_reach, toward, smax_actions).astype(smax_actions.dtype)
 
     def _step_batch(self, key, carry, actions):
         import jax

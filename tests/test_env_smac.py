@@ -169,10 +169,66 @@ def test_sc2_calibration_starts_3m_in_starcraft_iis_formation():
 
 
 def test_calibration_refuses_what_it_does_not_cover():
-    with pytest.raises(EnvError, match=r"covers unit types \['marine'\], not \['stalker', 'zealot'\]"):
-        envs.make("smac:2s3z", calibration="sc2-4.10")
+    import inspect
+
+    from jaxmarl.environments.smax import SMAX
+
+    from envs.smax import calibration_kwargs
+
+    defaults = {k: p.default for k, p in inspect.signature(SMAX.__init__).parameters.items()}
+    with pytest.raises(EnvError, match=r"covers unit types \['marine', 'stalker', 'zealot'\], "
+                                       r"not \['hydralisk'\]"):
+        calibration_kwargs("sc2-4.10", ("marine", "hydralisk"), defaults)
     with pytest.raises(EnvError, match="calibration='sc2'; accepted"):
         envs.make("smac:3m", calibration="sc2")
+
+
+def test_sc2_calibration_of_stalkers_and_zealots():
+    """2s3z under "sc2-4.10": Legacy of the Void's statistics at the "faster" speed (stalker
+    cooldown 1.34 s where SMAX keeps the "normal" speed's 1.87, a zealot's two blows of 8 as one
+    attack of 16), and StarCraft II's edge-to-edge reach made centre to centre with the
+    attacker's radius and the mean radius of the map's units."""
+    env = envs.make("smac:2s3z", num_envs=4, seed=0, calibration="sc2-4.10")
+    sim = env._program.sim._env
+    stalker, zealot = 2, 3  # SMAX's type ids
+    mean_radius = (2 * 0.625 + 3 * 0.5) / 5
+    np.testing.assert_allclose(np.asarray(sim.unit_type_weapon_cooldowns)[[stalker, zealot]],
+                               [1.34, 0.86])
+    np.testing.assert_allclose(np.asarray(sim.unit_type_attacks)[[stalker, zealot]], [13, 16])
+    np.testing.assert_allclose(np.asarray(sim.unit_type_health)[[stalker, zealot]], [160, 150])
+    np.testing.assert_allclose(np.asarray(sim.unit_type_velocities)[[stalker, zealot]],
+                               [4.13, 3.15])
+    np.testing.assert_allclose(np.asarray(sim.unit_type_attack_ranges)[[stalker, zealot]],
+                               [6 + 0.625 + mean_radius, 0.1 + 0.5 + mean_radius], rtol=1e-6)
+    # SMAC's availability range for every unit, zealots included
+    np.testing.assert_allclose(np.asarray(env._program.attack_range), 6.0)
+    ts = env.reset(0)
+    assert ts.obs.shape == (4, 5, env.info.obs_dim) and np.isfinite(ts.obs).all()
+
+
+def test_sc2_calibration_walks_an_attacker_into_reach():
+    """StarCraft II's attack order: a zealot ordered to attack an enemy 4 units away (available:
+    SMAC's shoot range is 6) steps towards it instead of standing still, and once within reach
+    deals its damage. SMAX's own mode keeps a 2-unit availability range and no walking."""
+    env = envs.make("smac:1s1z", num_envs=1, seed=0, calibration="sc2-4.10")
+    prog = env._program
+    sim_state = env._carry[0]
+    world = sim_state.state
+    pos = np.array([[10.0, 14.0], [8.0, 8.0], [14.0, 14.0], [20.0, 20.0]], np.float32)
+    world = world.replace(unit_positions=np.asarray(pos))
+    walk = prog._walk_to_attack(world, np.array([0, 7], np.int32), np.array([4, 6], np.int32))
+    # the zealot (agent 1, at (8, 8)) attacks enemy 1 (a zealot at (20, 20)), far beyond reach:
+    # it steps along its longer axis, here a tie broken east; the stalker's no-op is untouched
+    assert walk.tolist() == [4, 1]
+    far_north = world.replace(unit_positions=np.asarray(
+        np.array([[10.0, 14.0], [8.0, 8.0], [14.0, 14.0], [9.0, 20.0]], np.float32)))
+    assert prog._walk_to_attack(far_north, np.array([0, 7], np.int32), np.array([4, 6], np.int32)).tolist() == [4, 0]
+    near = world.replace(unit_positions=np.asarray(
+        np.array([[10.0, 14.0], [8.0, 8.0], [14.0, 14.0], [8.9, 8.0]], np.float32)))
+    assert prog._walk_to_attack(near, np.array([0, 7], np.int32), np.array([4, 6], np.int32)).tolist() == [4, 6]
+    smax = envs.make("smac:1s1z", num_envs=1, seed=0)
+    assert not smax._program.walk_to_attack
+    np.testing.assert_allclose(np.asarray(smax._program.attack_range), [6.0, 2.0])
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, "fast", None])

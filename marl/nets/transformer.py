@@ -35,7 +35,10 @@ class EntityTransformer(nn.Module):
     Rows (the leading positions: episode, step, agent) whose tokens and masks are identical
     have identical outputs, so each distinct row is computed once and its outputs are shared:
     SMAC gives a dead agent an all-zero observation, and 42 % of the agent-steps of marine-hard's
-    9m_vs_10m data are dead agents'. Gradients are the same sums as without sharing.
+    9m_vs_10m data are dead agents'. Gradients are the same sums as without sharing. Finding
+    the shared rows has a fixed cost of about half a millisecond, more than a forward pass of a
+    few hundred rows can save, so batches under ``SHARE_MIN_ROWS`` rows (acting in 64 copies of
+    a small team) skip it (docs/performance.md).
 
     Asking only for the outputs a caller uses is the cheap way: every token is still a key and
     value of every layer, but the last layer's queries, output projection and feed-forward (two
@@ -51,6 +54,7 @@ class EntityTransformer(nn.Module):
     result."""
 
     RECOMPUTE_ROWS = 4096
+    SHARE_MIN_ROWS = 256
 
     def __init__(self, groups: Sequence[int], dim: int, heads: int = 1, depth: int = 1,
                  ffn_mult: int = 4, recompute: bool = False):
@@ -74,7 +78,8 @@ class EntityTransformer(nn.Module):
         batch = tokens[0].shape[:-2]
         tokens = [t.reshape(-1, *t.shape[-2:]) for t in tokens]
         masks = [m.reshape(-1, m.shape[-1]) for m in masks]
-        distinct = distinct_rows([*tokens, *masks])
+        distinct = (distinct_rows([*tokens, *masks]) if len(tokens[0]) >= self.SHARE_MIN_ROWS
+                    else None)
         if distinct is not None:
             tokens, masks = [t[distinct[0]] for t in tokens], [m[distinct[0]] for m in masks]
         x = torch.cat([self.embed[g](tokens[g]) + self.group[g] for g in order], dim=-2)
