@@ -32,7 +32,9 @@ its throughput benchmark. Rendering lives in ``envs.mamujoco_render``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import os
 import re
 import tempfile
@@ -68,13 +70,16 @@ _MAP_HELP = "'Robot-NxK' (e.g. HalfCheetah-2x3, Ant-2x4d, HalfCheetah-3x2, ManyS
 
 
 def _upstream():
-    """gymnasium-robotics' MaMuJoCo modules, imported only when a task is built."""
-    from gymnasium_robotics.envs.multiagent_mujoco import (
-        many_segment_ant,
-        many_segment_swimmer,
-        mujoco_multi,
-        obsk,
-    )
+    """gymnasium-robotics' MaMuJoCo modules, imported only when a task is built. Its import
+    prints a notice about the Adroit hand's rewards to stderr (gymnasium-robotics 1.4.2, through
+    farama_notifications); marl uses no Adroit task, and a user's error line must stay one line."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        from gymnasium_robotics.envs.multiagent_mujoco import (
+            many_segment_ant,
+            many_segment_swimmer,
+            mujoco_multi,
+            obsk,
+        )
 
     segment_modules = {
         "ManySegmentAnt": many_segment_ant,

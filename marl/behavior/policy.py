@@ -348,6 +348,14 @@ def load_policy(path: str | Path, info) -> nn.Module:
     if family != info.family:
         raise EnvError(f"{path} is a policy for {trained_on} (family {family}); it cannot act on "
                        f"{info.task} (family {info.family})")
+    if family == "mamujoco":  # joint tokens fit every robot, but a gait is one robot's
+        from envs.mamujoco import parse_map as parse_mujoco_map
+
+        robot = parse_mujoco_map(trained_on.split(":")[1]).robot
+        if robot != info.layout.robot:
+            raise EnvError(f"{path} is a policy for {trained_on} (robot {robot}); it cannot drive "
+                           f"{info.task} (robot {info.layout.robot}, partition "
+                           f"{info.layout.partition}): use a policy trained on {info.layout.robot}")
     actor = make_actor(info, hidden, bool(meta["config"].get("recurrent", False)))
     try:
         actor.load_state_dict(weights)
