@@ -552,10 +552,7 @@ class MaMuJoCoEnv(LoopedEnv):
         n_agents, state_dim = layout.n_agents, layout.state_dim
         obs_dim, n_actions = max(layout.obs_dims), max(layout.act_dims)
 
-        # obs[:, a, i] = state[:, _obs_gather[a, i]]; index state_dim reads a zero (padding).
-        self._obs_gather = np.full((n_agents, obs_dim), state_dim, dtype=np.int64)
-        for a, index in enumerate(layout.obs_state_index):
-            self._obs_gather[a, : len(index)] = index
+        self._obs_gather = obs_gather(layout)
         # Gymnasium action[:, u] = actions[:, _act_agent[u], _act_slot[u]].
         self._act_agent = np.zeros(unwrapped.model.nu, dtype=np.int64)
         self._act_slot = np.zeros(unwrapped.model.nu, dtype=np.int64)
@@ -594,8 +591,7 @@ class MaMuJoCoEnv(LoopedEnv):
                 )
 
     def _observe(self, states: np.ndarray) -> np.ndarray:
-        padded = np.concatenate([states, np.zeros((len(states), 1))], axis=1).astype(np.float32)
-        return padded[:, self._obs_gather]
+        return gather_obs(states, self._obs_gather)
 
     def reset(self, seed: int | None = None) -> TimeStep:
         """Copy ``i`` restarts with seed ``seed + i``. Without a seed the first reset uses the
@@ -638,6 +634,61 @@ class MaMuJoCoEnv(LoopedEnv):
     def close(self) -> None:
         for env in self._envs:
             env.close()
+
+
+def obs_gather(layout: MujocoLayout) -> np.ndarray:
+    """``[n_agents, obs_dim]``: obs[:, a, i] = state[:, table[a, i]]; index state_dim (past
+    the state) reads a zero, the padding of agents with smaller observations."""
+    table = np.full((layout.n_agents, max(layout.obs_dims)), layout.state_dim, dtype=np.int64)
+    for a, index in enumerate(layout.obs_state_index):
+        table[a, : len(index)] = index
+    return table
+
+
+def gather_obs(states: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Every agent's observation ``[N, n_agents, obs_dim]`` from states ``[N, state_dim]``."""
+    padded = np.concatenate([states, np.zeros((len(states), 1))], axis=1).astype(np.float32)
+    return padded[:, table]
+
+
+class PartitionBridge:
+    """Play one partition of a robot (``target``) with a policy of another (``source``).
+
+    Every partition's observations are sub-vectors of the same state, and every partition's
+    actions drive the same joints. So a policy trained for ``source``'s agents reads their
+    observations from the target env's state (``observe``), and its per-agent actions are
+    regrouped, joint by joint, into ``target``'s agents (``actions``): the robot moves exactly
+    as it would under the source partition. This gives every partition of a robot the expert
+    of one partition (``marl collect``)."""
+
+    def __init__(self, source: MujocoLayout, target: MujocoLayout):
+        if source.robot != target.robot or source.state_dim != target.state_dim:
+            raise EnvError(f"a {source.robot}-{source.partition} policy cannot drive "
+                           f"{target.robot}-{target.partition}: partitions of one robot only")
+        self.source, self.target = source, target
+        self._gather = obs_gather(source)
+        # each joint's (agent, slot) in the source, and each target (agent, slot)'s joint
+        n_joints = len(source.joint_names)
+        self._source_agent = np.zeros(n_joints, dtype=np.int64)
+        self._source_slot = np.zeros(n_joints, dtype=np.int64)
+        for a, joints in enumerate(source.agent_joints):
+            self._source_agent[list(joints)], self._source_slot[list(joints)] = a, range(len(joints))
+        width = max(target.act_dims)
+        self._target_joint = np.zeros((target.n_agents, width), dtype=np.int64)
+        self._target_used = np.zeros((target.n_agents, width), dtype=bool)
+        for a, joints in enumerate(target.agent_joints):
+            self._target_joint[a, : len(joints)] = joints
+            self._target_used[a, : len(joints)] = True
+
+    def observe(self, states: np.ndarray) -> np.ndarray:
+        """``states [N, state_dim]`` -> the source agents' observations ``[N, n, obs_dim]``."""
+        return gather_obs(states, self._gather)
+
+    def actions(self, source_actions: np.ndarray) -> np.ndarray:
+        """The source agents' actions ``[N, n_source, k]`` -> the target agents' ``[N, n_target,
+        k']`` (padded slots 0)."""
+        joints = source_actions[:, self._source_agent, self._source_slot]  # [N, n_joints]
+        return np.where(self._target_used, joints[:, self._target_joint], 0.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- benchmark

@@ -29,7 +29,7 @@ import torch
 import envs
 from envs.core import EnvError
 from marl import SHIPPED_POLICIES
-from marl.behavior import act, family_adapter, load_policy
+from marl.behavior import act, family_adapter, load_policy, partition_bridge
 from marl.data.episodes import record_episodes
 
 
@@ -207,9 +207,16 @@ def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: 
             weights = {k: v.numpy() for k, v in actor.state_dict().items()}
             arrays, won = recorder.record(weights, share, seed + i, seed + 1000 + i, epsilon)
         else:
+            bridge = partition_bridge(actor, env.info)  # a policy of another partition
+
             def choose(ts):
-                return act(actor, fam, ts.obs, ts.avail_actions, mode == "greedy", gen,
-                           epsilon=epsilon if mode == "epsilon" else 0.0)[0]
+                if bridge is None:
+                    return act(actor, fam, ts.obs, ts.avail_actions, mode == "greedy", gen,
+                               epsilon=epsilon if mode == "epsilon" else 0.0)[0]
+                drive, source_fam = bridge
+                return drive.actions(act(actor, source_fam, drive.observe(ts.state), None,
+                                         mode == "greedy", gen,
+                                         epsilon=epsilon if mode == "epsilon" else 0.0)[0])
 
             arrays, won = record_episodes(env, choose, share, seed=seed + i)
         parts.append(arrays)
@@ -361,13 +368,15 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
                   out: str | Path = "datasets/data", seed: int = 0, num_envs: int = 64,
                   log=print, sampling: str | None = None) -> list[Path]:
     """Datasets of every training task of a task set from the behaviour policies in
-    ``policies/<task>/`` (``dataset_path(out, task, quality)``), with the task set's env
-    options. Every policy folder is checked before the first collection starts."""
+    ``policies/<task>/``, or the folder the task set's ``behavior_policies`` names for a task
+    (``dataset_path(out, task, quality)``), with the task set's env options. Every policy
+    folder is checked before the first collection starts."""
     from envs.tasksets import load_taskset
     from marl.data.paths import dataset_path
 
     task_set = load_taskset(taskset)
-    folders = {task: Path(policies) / task.replace(":", "_") for task in task_set.train_tasks}
+    folders = {task: Path(policies) / task_set.behavior_policies.get(task, task.replace(":", "_"))
+               for task in task_set.train_tasks}
     missing = [task for task, folder in folders.items() if not any(folder.glob("*.safetensors"))]
     if missing:
         raise EnvError(

@@ -188,17 +188,25 @@ def test_export_keeps_what_the_qualities_need(tiny_run, tmp_path):
 
 def test_every_training_task_of_every_task_set_has_a_shipped_policy():
     """`marl datasets build` needs a policy for each training task: each shipped folder holds
-    the snapshots every quality draws on, for the task its provenance names."""
+    the snapshots every quality draws on, for the task its provenance names (the task itself,
+    or where the task set says so another partition of the same MuJoCo robot)."""
+    from envs.mamujoco import parse_map
     from envs.tasksets import list_tasksets, load_taskset
     from marl import SHIPPED_POLICIES
 
     for name in list_tasksets():
-        for task in load_taskset(name).train_tasks:
-            folder = SHIPPED_POLICIES / task.replace(":", "_")
-            assert json.loads((folder / "provenance.json").read_text())["task"] == task, folder
+        task_set = load_taskset(name)
+        for task in task_set.train_tasks:
+            source = task_set.behavior_policies.get(task, task.replace(":", "_"))
+            folder = SHIPPED_POLICIES / source
+            trained_on = json.loads((folder / "provenance.json").read_text())["task"]
+            assert trained_on == source.replace("_", ":", 1), folder
+            if trained_on != task:
+                assert (parse_map(trained_on.split(":")[1]).robot
+                        == parse_map(task.split(":")[1]).robot), (task, folder)
             for quality in ("poor", "medium", "expert", "medium-replay"):
                 chosen = choose_snapshots(list_snapshots(folder), quality)[0]
-                assert chosen and all(s.metadata["task"] == task for s in chosen), (folder, quality)
+                assert chosen and all(s.metadata["task"] == trained_on for s in chosen), (folder, quality)
 
 
 def test_collect_writes_odis_layout_and_resumes_identically(tiny_run, tmp_path, monkeypatch):
@@ -309,3 +317,34 @@ def test_torch_engine_resumes_and_refuses_another_width(tmp_path):
     assert lines[0].startswith("resuming mpe:spread-2 from update 1") and meta["update"] == 2
     with pytest.raises(envs.EnvError, match="width 64, not 32: resume it with --hidden 64"):
         train(BehaviorConfig(total_env_steps=3 * 4 * 64, **dict(cfg, hidden=32)), out)
+
+
+def test_a_policy_drives_every_partition_of_its_robot(tmp_path):
+    """The shipped HalfCheetah-2x3 expert collects 6x1 and 3x2 data through the partition
+    bridge: the robot moves exactly as under 2x3 (same states, same returns), and each
+    partition's recorded actions are the same joint actions regrouped by its agents."""
+    from marl import SHIPPED_POLICIES
+
+    policy = Path(SHIPPED_POLICIES) / "mamujoco_HalfCheetah-2x3"
+    data = {part: read_dataset(collect(f"mamujoco:HalfCheetah-{part}", policy, "expert", 2,
+                                       tmp_path / f"{part}.h5", num_envs=2, show_progress=False))
+            for part in ("2x3", "6x1", "3x2")}
+    reference = data["2x3"].arrays
+    assert reference["reward"].sum(1).mean() > 500  # it runs
+    layouts = {part: envs.make(f"mamujoco:HalfCheetah-{part}").info.layout for part in data}
+    joint_actions = {}
+    for part, d in data.items():
+        np.testing.assert_array_equal(d.arrays["state"], reference["state"])
+        np.testing.assert_allclose(d.arrays["reward"], reference["reward"])
+        acts = d.arrays["actions"]  # [episodes, T+1, n_agents, k] -> per joint
+        per_joint = np.zeros(acts.shape[:2] + (6,), np.float32)
+        for a, joints in enumerate(layouts[part].agent_joints):
+            per_joint[..., list(joints)] = acts[..., a, : len(joints)]
+        joint_actions[part] = per_joint[:, :-1]  # the post-terminal step is a placeholder
+    np.testing.assert_allclose(joint_actions["6x1"], joint_actions["2x3"], atol=1e-6)
+    np.testing.assert_allclose(joint_actions["3x2"], joint_actions["2x3"], atol=1e-6)
+    assert data["6x1"].attrs["behavior_policy"]["id"].startswith("mappo:mamujoco_HalfCheetah-2x3")
+    with pytest.raises(envs.EnvError, match="partitions of one robot only"):
+        from envs.mamujoco import PartitionBridge
+
+        PartitionBridge(layouts["2x3"], envs.make("mamujoco:Ant-2x4").info.layout)

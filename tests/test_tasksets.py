@@ -32,6 +32,8 @@ def test_mujoco_sets_vary_agents_and_morphology():
     assert "mamujoco:HalfCheetah-3x2" in parts.unseen_tasks
     segments = load_taskset("mujoco-segments")
     assert "mamujoco:ManySegmentSwimmer-6x2" in segments.unseen_tasks
+    assert parts.behavior_policies == {"mamujoco:HalfCheetah-6x1": "mamujoco_HalfCheetah-2x3"}
+    assert segments.behavior_policies == {}
 
 
 def test_unknown_name_suggests_the_closest():
@@ -50,6 +52,8 @@ def test_unknown_name_suggests_the_closest():
     ("name: x\nfamily: smac\ntrain_tasks: []\ntest_tasks: [smac:4m]\nqualities: [expert]\n",
      "'train_tasks' must be a non-empty list"),
     ("name: [unclosed\n", "not valid YAML"),
+    ("name: x\nfamily: smac\ntrain_tasks: [smac:3m]\ntest_tasks: [smac:4m]\nqualities: [expert]\n"
+     "behavior_policies: {smac:5m: smac_3m}\n", "'behavior_policies' must map training tasks"),
 ])
 def test_bad_files_name_the_file_and_the_problem(tmp_path, body, message):
     path = tmp_path / "bad.yaml"

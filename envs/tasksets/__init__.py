@@ -28,7 +28,7 @@ from envs import FAMILIES, EnvError, split_task
 # the shipped task sets are package data, beside this file ($MARL_TASKSETS: another folder)
 TASKSET_DIR = Path(os.environ.get("MARL_TASKSETS", Path(__file__).resolve().parent))
 REQUIRED_KEYS = ("name", "family", "train_tasks", "test_tasks", "qualities")
-OPTIONAL_KEYS = ("description", "env_options")
+OPTIONAL_KEYS = ("description", "env_options", "behavior_policies")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class TaskSet:
     qualities: tuple[str, ...]
     description: str = ""
     env_options: dict[str, Any] = field(default_factory=dict)
+    # training task -> the shipped policy folder that collects its data, where it is not the
+    # task's own (MuJoCo: one partition's expert drives another partition of the robot)
+    behavior_policies: dict[str, str] = field(default_factory=dict)
     path: str = ""
 
     @property
@@ -93,9 +96,15 @@ def load_taskset(name_or_path: str) -> TaskSet:
             raise EnvError(f"task set file {path}: {err}") from None
         if split_task(task)[0].name != raw["family"]:
             raise EnvError(f"task set file {path}: task {task!r} is not in family {raw['family']!r}")
+    behavior_policies = raw.get("behavior_policies") or {}
+    if not isinstance(behavior_policies, dict) or not all(
+            task in raw["train_tasks"] and isinstance(folder, str)
+            for task, folder in behavior_policies.items()):
+        raise EnvError(f"task set file {path}: 'behavior_policies' must map training tasks to "
+                       f"policy folder names, got {behavior_policies!r}")
     return TaskSet(
         name=raw["name"], family=raw["family"], train_tasks=tuple(raw["train_tasks"]),
         test_tasks=tuple(raw["test_tasks"]), qualities=tuple(raw["qualities"]),
         description=raw.get("description", ""), env_options=dict(raw.get("env_options") or {}),
-        path=str(path),
+        behavior_policies=dict(behavior_policies), path=str(path),
     )

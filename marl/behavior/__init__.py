@@ -15,6 +15,7 @@ from pathlib import Path
 from marl.behavior.config import ENGINES, BehaviorConfig
 
 _FROM_POLICY = ("act", "evaluate", "family_adapter", "learning_rate", "load_policy", "make_actor",
+                "partition_bridge",
                 "resolve_engine", "save_snapshot")
 
 

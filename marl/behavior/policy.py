@@ -362,7 +362,22 @@ def load_policy(path: str | Path, info) -> nn.Module:
     except RuntimeError as exc:
         raise EnvError(f"{path}: its weights do not fit the {info.family} actor of width "
                        f"{hidden}: {str(exc).splitlines()[0]}") from None
+    actor.trained_on, actor.trained_options = trained_on, meta.get("env_options") or {}
     return actor.eval()
+
+
+def partition_bridge(actor: nn.Module, info):
+    """(bridge, family adapter of the policy's own partition) where ``actor`` (from
+    ``load_policy``) was trained on another partition of ``info``'s robot; else None. The
+    policy then acts for its own partition's agents, from the state (``envs.mamujoco.
+    PartitionBridge``)."""
+    if info.family != "mamujoco" or actor.trained_on == info.task:
+        return None
+    from envs.mamujoco import PartitionBridge
+
+    source = envs.make(actor.trained_on, num_envs=1, **actor.trained_options)
+    source.close()
+    return PartitionBridge(source.info.layout, info.layout), family_adapter(source.info)
 
 
 def read_checkpoint(path: Path, cfg: BehaviorConfig, same: tuple[str, ...] = ()) -> dict | None:
