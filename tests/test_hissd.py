@@ -240,6 +240,9 @@ def test_entity_transformer_is_torchs_layer_with_shared_rows_and_asked_outputs(h
     ref = net.blocks(x.reshape(12, 7, 16), src_key_padding_mask=~valid.reshape(12, 7))
     ref = ref.reshape(4, 3, 7, 16)
     assert torch.allclose(full, ref, atol=1e-5)
+    net.SHARE_MIN_ROWS = 13  # a batch under the threshold computes every row: the same outputs
+    assert torch.allclose(torch.cat(net(tokens, masks), dim=-2), full, atol=1e-6)
+    net.SHARE_MIN_ROWS = 0
     grads = [torch.autograd.grad((y[..., 0, :] ** 2).sum(), list(net.parameters()),
                                  retain_graph=True) for y in (full, ref)]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
