@@ -5,8 +5,9 @@
         [--updates N] [--data datasets/data] [--out runs/compare/marine-hard-expert]
         [--episodes 128] [--variant NAME ALGO KEY=VALUE ...]
 
-Every algorithm trains on the same data with the same budget: the training, data and evaluation
-keys of ``experiments/hissd/<taskset>.yaml`` (updates, batch size, episodes per task), and each
+Every algorithm trains on the same data with the same budget and token view: the training, data
+and evaluation keys of ``experiments/hissd/<taskset>.yaml`` (updates, batch size, episodes per
+task) and its ``model.joint_identity`` (MuJoCo), and each
 algorithm's model from ``experiments/hissd/<taskset>.yaml`` (HiSSD) or
 ``experiments/baselines/<algo>.yaml`` (``bc-matched``: BC with the parameter count of HiSSD's
 acting path). Runs go to ``OUT/<algo>-seed<S>`` and run ``--parallel`` at a time (one torch
@@ -56,6 +57,9 @@ def shared_overrides(taskset: str, quality: str, data: str, updates: int | None)
                 flat.append(f"{prefix}{key}={value}")
 
     walk(keep)
+    # the token view is the data's, not a learner's: every algorithm sees joints as HiSSD does
+    if base.get("model", {}).get("joint_identity"):
+        flat.append("model.joint_identity=true")
     flat += [f"data.quality={quality}", f"data.root={data}", "eval.interval=0", "threads=1"]
     if updates:
         flat.append(f"updates={updates}")

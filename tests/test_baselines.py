@@ -114,6 +114,17 @@ def test_compare_script_variants_are_named_rows_with_overrides():
         run_table(["nosuch"], [], "marine-hard")
 
 
+def test_compare_gives_every_algorithm_the_token_view_and_budget_of_the_task_set():
+    """The budget keys of the task set's HiSSD config, and on MuJoCo its joint identity (a view
+    of the data, not a learner's advantage), are overrides for every algorithm."""
+    shared = _compare_script().shared_overrides
+    mujoco = shared("mujoco-partitions", "expert", "DATA", None)
+    assert "model.joint_identity=true" in mujoco and "data.root=DATA" in mujoco
+    assert "updates=3000" in mujoco and "data.episodes=200" in mujoco
+    assert not any(o.startswith("model.") for o in shared("marine-hard", "expert", "D", 50))
+    assert "updates=50" in shared("marine-hard", "expert", "D", 50)
+
+
 def test_capacity_matched_bc_has_the_parameters_of_hissds_acting_path():
     """bc-matched is the control for capacity: within 5 % of the parameters HiSSD acts with
     (planner, common head, decoder, task encoder and head, action head) at the same CPU size."""
