@@ -1,10 +1,12 @@
 """Does StarCraft II data play the same on SMAX? ODIS's 3m file (recorded in StarCraft II 4.10)
 against SMAX rollouts of a policy cloned from it, with SMAX's own statistics, with the
-``sc2-4.10`` calibration (``envs/smax.py``), and with it and a delayed opponent: per-step
+``sc2-4.10`` calibration (``envs/smax.py``), and with it and a delayed or randomly targeting
+opponent: per-step
 displacement of a moving marine and of an enemy in the first steps, the distance between the
 teams' centres after 3 and 6 steps, the distance at a battle's first attack, battle length and
-win rate, and how the enemies spread their fire (the share of steps on which allies lose health
-where more than one does), measured the same way on both.
+win rate, and how the enemies fire (the share of steps on which allies lose health where more
+than one does; how often several shots land in one step, and how often those hit several allies),
+measured the same way on both.
 
     python experiments/sc2_calibration.py --odis PATH/TO/ODIS/dataset [--out runs/sc2-calibration]
         [--updates 1500] [--battles 512]
@@ -27,6 +29,7 @@ from envs.smax import ARENA
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"smax": {}, "sc2-4.10": {"calibration": "sc2-4.10"},
+            "sc2-4.10, random targets": {"calibration": "sc2-4.10", "enemy_attack_mode": "random"},
             "sc2-4.10, enemy_reaction 0.8": {"calibration": "sc2-4.10", "enemy_reaction": 0.8},
             "sc2-4.10, enemy_reaction 0.8, random targets": {
                 "calibration": "sc2-4.10", "enemy_reaction": 0.8, "enemy_attack_mode": "random"}}
@@ -34,6 +37,8 @@ APPROACH_STEPS = 6  # the enemies' first steps, before the teams meet
 N_AGENTS, N_ENEMIES, SIGHT = 3, 3, 9.0  # 3m: marine sight 9
 ALLY_STATE, ENEMY_FEATS = 4, 5  # (health, cooldown, x, y); (attackable, dist, dx, dy, health)
 MOVES, FIRST_ATTACK = (2, 3, 4, 5), 6
+# one marine shot, as a fraction of a marine's 45 hit points: StarCraft II's 6 damage, SMAX's 9
+MARINE_SHOT = {"sc2-4.10": 6.0 / 45.0, "smax": 9.0 / 45.0}
 
 
 def positions(state: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +78,28 @@ def spread_fire(states: np.ndarray, valid: np.ndarray) -> float:
     return float((n_hit[n_hit > 0] > 1).mean())
 
 
+def shots_landed(states: np.ndarray, valid: np.ndarray, shot: float) -> dict:
+    """How the enemies' shots fall, from the allies' health ``[E, T]`` alone: a marine shot takes
+    ``shot`` of a marine's hit points (a killing shot may take less), so each
+    ally's drop in a step counts the shots it took. Returns the share of the steps with a hit on
+    which several shots land (how the enemies' attacks line up in time) and, of the steps with two
+    or more shots, the share that hit more than one ally, beside what uniformly random targets
+    among the allies alive would give (the targeting itself: focus fire gives 0)."""
+    health = states[..., : N_AGENTS * ALLY_STATE].reshape(*states.shape[:-1], N_AGENTS, ALLY_STATE)[..., 0]
+    both = valid[:, :-1] & valid[:, 1:]
+    drop = np.clip(health[:, :-1] - health[:, 1:], 0, None) * both[..., None]
+    shots = np.ceil(drop / shot - 0.01)  # a partial (killing) shot counts as one
+    total, n_hit = shots.sum(-1), (shots > 0).sum(-1)
+    alive = (health[:, :-1] > 0).sum(-1)
+    several = total >= 2
+    # uniformly random targets: k shots on a alive allies hit one ally with probability a^(1-k)
+    chance = 1.0 - np.power(np.maximum(alive, 1).astype(np.float64), 1.0 - total)
+    return {"several_shots": float(several[total > 0].mean()),
+            "spread_given_several": float((n_hit[several] > 1).mean()),
+            "spread_if_uniform": float(chance[several].mean()),
+            "steps_with_several": int(several.sum())}
+
+
 def first_attack_distances(obs, actions, valid) -> np.ndarray:
     """Per episode ``[E, T, ...]``: the distance from the first agent that attacks, at the
     battle's first attack, to its target (map units); episodes without an attack give none."""
@@ -101,7 +128,7 @@ def data_stats(root: Path) -> dict:
                            width),
         approach(a["state"][long], width), first_attack_distances(a["obs"], actions, transition),
         lengths - 1, data.returns >= 19.0,  # a won 3m battle returns 20 (ODIS records no wins)
-        spread_fire(a["state"], np.arange(a["filled"].shape[1])[None] < lengths[:, None]))
+        *fire(a["state"], np.arange(a["filled"].shape[1])[None] < lengths[:, None], "sc2-4.10"))
 
 
 def rollout_stats(run: Path, options: dict, battles: int, seed: int) -> dict:
@@ -132,10 +159,15 @@ def rollout_stats(run: Path, options: dict, battles: int, seed: int) -> dict:
     every_state = np.stack(states_seen, 1)
     return summarise(np.concatenate(moves), approach(states[long], width),
                      first_attack_distances(obs, acts, valid), outcomes.lengths, outcomes.wins,
-                     spread_fire(every_state, valid))
+                     *fire(every_state, valid, options.get("calibration", "smax")))
 
 
-def summarise(moves, approaching, first_attack, lengths, wins, spread: float) -> dict:
+def fire(states: np.ndarray, valid: np.ndarray, calibration: str) -> tuple[float, dict]:
+    return spread_fire(states, valid), shots_landed(states, valid, MARINE_SHOT[calibration])
+
+
+def summarise(moves, approaching, first_attack, lengths, wins, spread: float, shots: dict
+              ) -> dict:
     def dist(x):
         x = np.asarray(x, np.float64)
         return {"mean": float(x.mean()), "median": float(np.median(x)),
@@ -145,7 +177,7 @@ def summarise(moves, approaching, first_attack, lengths, wins, spread: float) ->
     return {"move_per_step": dist(moves), "enemy_move_per_step": dist(approaching[0]),
             "team_gap_at_steps_3_6": approaching[1], "first_attack_distance": dist(first_attack),
             "battle_length": dist(lengths), "win_rate": float(np.mean(wins)),
-            "enemy_fire_spread": spread,
+            "enemy_fire_spread": spread, "enemy_shots": shots,
             "battles": int(len(lengths))}
 
 
@@ -175,16 +207,17 @@ def main() -> None:
     (out / "calibration.json").write_text(json.dumps(table, indent=1))
     print("| source | marine step (median, p10-p90) | enemy step, first 6 (mean) | team gap at "
           "steps 3, 6 | first-attack distance (median) | battle length (mean) | enemy fire "
-          "spread | win rate |")
-    print("|---|---|---|---|---|---|---|---|")
+          "spread | hit steps with several shots | of those, several allies hit (uniform "
+          "targets) | win rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, row in table.items():
         m, f, b = row["move_per_step"], row["first_attack_distance"], row["battle_length"]
-        gap = row["team_gap_at_steps_3_6"]
+        gap, shots = row["team_gap_at_steps_3_6"], row["enemy_shots"]
         print(f"| {name} | {m['median']:.3f} ({m['p10']:.3f}-{m['p90']:.3f}) | "
               f"{row['enemy_move_per_step']['mean']:.3f} | {gap[0]:.2f}, {gap[1]:.2f} | "
               f"{f['median']:.2f} | {b['mean']:.1f} | {row['enemy_fire_spread']:.3f} | "
-              f"{row['win_rate']:.3f} ({row['battles']}) |")
-
+              f"{shots['several_shots']:.2f} | {shots['spread_given_several']:.2f} "
+              f"({shots['spread_if_uniform']:.2f}) | {row['win_rate']:.3f} ({row['battles']}) |")
 
 if __name__ == "__main__":
     main()

@@ -231,6 +231,43 @@ def test_sc2_calibration_walks_an_attacker_into_reach():
     np.testing.assert_allclose(np.asarray(smax._program.attack_range), [6.0, 2.0])
 
 
+def test_calibration_counts_the_enemies_shots_from_hit_points():
+    """``experiments/sc2_calibration.py`` reads how the enemies fire from the allies' hit points:
+    two shots on one marine are focus fire, on two marines spread fire; a killing shot that takes
+    less than 6 counts as one; uniformly random targets among three live marines would put two
+    shots on two of them with probability 2/3."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "sc2_calibration.py"
+    spec = importlib.util.spec_from_file_location("sc2_calibration", path)
+    calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration)
+    shot = 6.0 / 45.0
+
+    def state(health):  # SMAC's 3m state: (health, cooldown, x, y) per ally, then the rest
+        s = np.zeros(48, np.float32)
+        s[0:12:4] = health
+        return s
+
+    last = 3.0 / 45.0
+    start = [last + 2 * shot, 1.0, 1.0]
+    focus = [last, 1.0, 1.0]                   # two shots on marine 0
+    spread = [last, 1.0 - shot, 1.0 - shot]    # one shot on each of marines 1 and 2
+    kill = [0.0, 1.0 - shot, 1.0 - shot]       # marine 0's last 3 hit points: one shot
+    states = np.stack([state(h) for h in (start, focus, spread, kill)])[None]
+    valid = np.ones((1, 4), bool)
+    out = calibration.shots_landed(states, valid, shot)
+    # hit steps: 2 shots on one, 2 shots on two, 1 (partial) shot: several shots on 2 of 3
+    assert out["several_shots"] == pytest.approx(2 / 3)
+    assert out["steps_with_several"] == 2
+    assert out["spread_given_several"] == pytest.approx(0.5)
+    assert out["spread_if_uniform"] == pytest.approx(2 / 3)
+    # the last step is not a transition: nothing is counted across it
+    assert calibration.shots_landed(states, np.array([[True, True, True, False]]), shot)[
+        "steps_with_several"] == 2
+
+
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, "fast", None])
 def test_bad_enemy_reaction_is_rejected(bad):
     with pytest.raises(EnvError, match="enemy_reaction"):
