@@ -620,6 +620,11 @@ class MaMuJoCoEnv(LoopedEnv):
         return self._observe(states), states.astype(np.float32), None
 
     @property
+    def control_dt(self) -> float:
+        """Simulated seconds per env step (the frame skip times MuJoCo's time step)."""
+        return float(self._gym_envs[0].unwrapped.dt)
+
+    @property
     def physics_model(self):
         """The robot's ``mujoco.MjModel`` (what ``envs.mamujoco_render`` draws)."""
         return self._gym_envs[0].unwrapped.model

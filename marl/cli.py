@@ -7,6 +7,7 @@
                                            [--enemy-reaction P]
                                            train (or resume) a MAPPO behaviour policy
     marl behavior export RUN --out DIR     keep the snapshots data qualities need (to ship)
+    marl behavior gait TASK --out DIR      a scripted swimming gait's quality ladder (swimmers)
     marl collect --task TASK --policy DIR --quality Q --episodes N --out FILE [--env-option K=V]
                                            record a dataset from behaviour-policy snapshots
     marl datasets build TASKSET --quality Q [--episodes N] [--policies DIR] [--out DIR]
@@ -178,6 +179,13 @@ def _behavior_export(args: argparse.Namespace) -> None:
     for name, snap in record["snapshots"].items():
         print(f"{name:<9} env steps {snap['env_steps']:>9,}  acts {snap['acts']:<7}  "
               f"greedy {snap['greedy']}  sampled {snap['sampled']}")
+
+
+def _behavior_gait(args: argparse.Namespace) -> None:
+    from marl.behavior.gait import TravellingWave, write_ladder
+
+    gait = TravellingWave(**{k: getattr(args, k) for k in ("amplitude", "frequency", "phase_lag")})
+    write_ladder(args.task, args.out, gait, episodes=args.episodes)
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -403,6 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--medium-command-line", default="",
                         help="the --medium-run's training command, for provenance")
     export.set_defaults(func=_behavior_export)
+    from marl.behavior.gait import TravellingWave
+
+    wave = TravellingWave()
+    gait = behavior_cmds.add_parser(
+        "gait", help="a scripted swimming gait's quality ladder (marl.behavior.gait)",
+        description="Writes poor, replay_1, replay_2, medium and expert .gait.json files: a "
+                    "travelling wave at rising amplitudes, each with its measured returns.")
+    gait.add_argument("task", help="e.g. mamujoco:ManySegmentSwimmer-3x2")
+    gait.add_argument("--out", required=True, help="e.g. marl/policies/mamujoco_ManySegmentSwimmer-3x2")
+    gait.add_argument("--amplitude", type=float, default=wave.amplitude, help="the expert's (radians)")
+    gait.add_argument("--frequency", type=float, default=wave.frequency, help="waves per second")
+    gait.add_argument("--phase-lag", type=float, default=wave.phase_lag,
+                      help="radians between neighbouring joints")
+    gait.add_argument("--episodes", type=int, default=16, help="episodes measured per level")
+    gait.set_defaults(func=_behavior_gait)
 
     col = groups.add_parser("collect", help="record a dataset from behaviour-policy snapshots")
     col.add_argument("--task", required=True)

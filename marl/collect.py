@@ -30,6 +30,9 @@ import envs
 from envs.core import EnvError
 from marl import SHIPPED_POLICIES
 from marl.behavior import act, family_adapter, load_policy, partition_bridge
+from marl.behavior.gait import SUFFIX as GAIT_SUFFIX
+from marl.behavior.gait import driver as gait_driver
+from marl.behavior.gait import is_gait, load_gait
 from marl.data.episodes import record_episodes
 
 
@@ -50,6 +53,11 @@ class Snapshot:
         return self.metadata["greedy"]["return"] >= self.metadata["sampled"]["return"]
 
     @property
+    def name(self) -> str:
+        """The snapshot's name in its folder: ``expert``, ``00120``, ..."""
+        return self.path.name.removesuffix(GAIT_SUFFIX).removesuffix(".safetensors")
+
+    @property
     def score(self) -> float:
         """How good this snapshot is, acting as it collects: its win rate (SMAC) or return."""
         result = self.metadata["greedy" if self.greedy else "sampled"]
@@ -58,11 +66,15 @@ class Snapshot:
 
 def list_snapshots(folder: str | Path) -> list[Snapshot]:
     """Snapshots of a behaviour run (``snapshots/*.safetensors``) or of a shipped policy folder
-    (``*.safetensors``), in training order, each with its JSON provenance record."""
+    (``*.safetensors``, or scripted gaits ``*.gait.json``: ``marl.behavior.gait``), in training
+    order, each with its JSON provenance record."""
     folder = Path(folder)
+    gaits = sorted(folder.glob(f"*{GAIT_SUFFIX}"))
+    if gaits:  # a gait file is its own record
+        return sorted((Snapshot(f, load_gait(f)[1]) for f in gaits), key=_steps)
     files = sorted((folder / "snapshots").glob("*.safetensors")) or sorted(folder.glob("*.safetensors"))
     if not files:
-        raise EnvError(f"no behaviour-policy snapshots (*.safetensors) in {folder}")
+        raise EnvError(f"no behaviour-policy snapshots (*.safetensors or *{GAIT_SUFFIX}) in {folder}")
     snaps = []
     for f in files:
         meta_path = f.with_suffix(".json")
@@ -108,7 +120,7 @@ def choose_snapshots(snaps: list[Snapshot], quality: str) -> tuple[list[Snapshot
     from marl.data.qualities import check_quality
 
     check_quality(quality)
-    named = {s.path.stem: s for s in snaps}
+    named = {s.name: s for s in snaps}
     if {"poor", "medium", "expert"} <= named.keys():
         poor, medium, best = named["poor"], named["medium"], named["expert"]
         replays = sorted((s for n, s in named.items() if n.startswith("replay_")), key=_steps)
@@ -199,14 +211,21 @@ def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: 
     for i, (snap, share) in enumerate(zip(snapshots, shares)):
         if share == 0:  # more snapshots than episodes
             continue
-        actor = load_policy(snap.path, env.info)  # checks that it is a policy of this family
-        if getattr(actor, "gru", None) is not None and not compiled:
-            raise EnvError(f"{snap.path} is a recurrent policy: it collects on SMAX (the compiled "
-                           f"recorder), not on {env.info.backend}")
-        if compiled:
+        if is_gait(snap.path):  # a scripted gait keeps its own clock
+            if mode == "epsilon":
+                raise EnvError(f"{snap.path} is a scripted gait: it collects with sampling greedy "
+                               f"or sampled (Gaussian action noise), not {sampling}")
+            arrays, won = record_episodes(env, gait_driver(snap.path, env, mode == "greedy", seed + i),
+                                          share, seed=seed + i)
+        elif compiled:
+            actor = load_policy(snap.path, env.info)
             weights = {k: v.numpy() for k, v in actor.state_dict().items()}
             arrays, won = recorder.record(weights, share, seed + i, seed + 1000 + i, epsilon)
         else:
+            actor = load_policy(snap.path, env.info)  # checks that it is a policy of this family
+            if getattr(actor, "gru", None) is not None:
+                raise EnvError(f"{snap.path} is a recurrent policy: it collects on SMAX (the "
+                               f"compiled recorder), not on {env.info.backend}")
             bridge = partition_bridge(actor, env.info)  # a policy of another partition
 
             def choose(ts):
@@ -293,7 +312,8 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     chosen, greedy = choose_snapshots(snaps, quality)
     sampling = sampling or ("greedy" if greedy else "sampled")
     n_shards = -(-episodes // shard_episodes)
-    provenance = {"id": f"mappo:{Path(policy).name}/" + "+".join(s.path.stem for s in chosen),
+    kind = "gait" if is_gait(chosen[0].path) else "mappo"
+    provenance = {"id": f"{kind}:{Path(policy).name}/" + "+".join(s.name for s in chosen),
                   "policy_folder": str(policy), "sampling": sampling,
                   "snapshots": [{"file": s.path.name, "env_steps": s.metadata["env_steps"],
                                  "greedy": s.metadata["greedy"], "sampled": s.metadata["sampled"]}
@@ -377,7 +397,8 @@ def build_taskset(taskset: str, quality: str, episodes: int, policies: str | Pat
     task_set = load_taskset(taskset)
     folders = {task: Path(policies) / task_set.behavior_policies.get(task, task.replace(":", "_"))
                for task in task_set.train_tasks}
-    missing = [task for task, folder in folders.items() if not any(folder.glob("*.safetensors"))]
+    missing = [task for task, folder in folders.items()
+               if not any(folder.glob("*.safetensors")) and not any(folder.glob(f"*{GAIT_SUFFIX}"))]
     if missing:
         raise EnvError(
             f"no behaviour policy for {missing} in {policies}; train and export one with "

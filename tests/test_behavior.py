@@ -348,3 +348,51 @@ def test_a_policy_drives_every_partition_of_its_robot(tmp_path):
         from envs.mamujoco import PartitionBridge
 
         PartitionBridge(layouts["2x3"], envs.make("mamujoco:Ant-2x4").info.layout)
+
+
+def test_swimming_gait_swims_every_morphology_and_partition():
+    """The scripted travelling wave (``marl.behavior.gait``) drives any chain of segments from
+    the layout alone: on an unseen 5-segment-pair swimmer it swims forward (a still swimmer
+    scores about 0), and splitting the same robot differently moves it identically."""
+    from marl.behavior.gait import GaitDriver, TravellingWave, play_gait
+
+    assert play_gait("mamujoco:ManySegmentSwimmer-5x2", TravellingWave(), episodes=2)["return"] > 150
+    assert play_gait("mamujoco:ManySegmentSwimmer-5x2", TravellingWave(amplitude=0.0),
+                     episodes=2)["return"] < 30
+    states = {}
+    for task in ("mamujoco:ManySegmentSwimmer-3x2", "mamujoco:ManySegmentSwimmer-6x1"):
+        env = envs.make(task, num_envs=2, seed=3)
+        choose, ts = GaitDriver(TravellingWave(), env.info, env.control_dt), env.reset(3)
+        for _ in range(50):
+            ts = env.step(choose(ts))
+        states[task] = ts.state
+    np.testing.assert_allclose(*states.values(), atol=1e-6)
+
+
+def test_gait_policy_folders_collect_every_quality(tmp_path):
+    """A shipped gait folder collects like a trained one: the expert swims, medium-replay adds
+    action noise (sampled), the provenance names the gait, and epsilon sampling, a gait on
+    another robot, or a broken gait file each fail with one clear error."""
+    from marl import SHIPPED_POLICIES
+
+    folder = Path(SHIPPED_POLICIES) / "mamujoco_ManySegmentSwimmer-3x2"
+    expert = read_dataset(collect("mamujoco:ManySegmentSwimmer-3x2", folder, "expert", 2,
+                                  tmp_path / "e.h5", num_envs=2, show_progress=False))
+    assert expert.returns.mean() > 200
+    card = expert.attrs["behavior_policy"]
+    assert card["id"] == "gait:mamujoco_ManySegmentSwimmer-3x2/expert" and card["sampling"] == "greedy"
+    replay = read_dataset(collect("mamujoco:ManySegmentSwimmer-3x2", folder, "medium-replay", 4,
+                                  tmp_path / "r.h5", num_envs=2, show_progress=False))
+    assert replay.attrs["behavior_policy"]["sampling"] == "sampled"
+    assert replay.returns.mean() < expert.returns.mean()
+    with pytest.raises(envs.EnvError, match="scripted gait.*not epsilon:0.1"):
+        collect("mamujoco:ManySegmentSwimmer-3x2", folder, "expert", 2, tmp_path / "x.h5",
+                num_envs=2, show_progress=False, sampling="epsilon:0.1")
+    with pytest.raises(envs.EnvError, match="drives .*ManySegmentSwimmer.*not HalfCheetah"):
+        collect("mamujoco:HalfCheetah-2x3", folder, "expert", 2, tmp_path / "h.h5",
+                num_envs=2, show_progress=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "expert.gait.json").write_text('{"gait": {"amplitude": "big"}}')
+    with pytest.raises(envs.EnvError, match="expert.gait.json is not a gait policy"):
+        list_snapshots(broken)
