@@ -391,6 +391,13 @@ def test_gait_policy_folders_collect_every_quality(tmp_path):
     with pytest.raises(envs.EnvError, match="drives .*ManySegmentSwimmer.*not HalfCheetah"):
         collect("mamujoco:HalfCheetah-2x3", folder, "expert", 2, tmp_path / "h.h5",
                 num_envs=2, show_progress=False)
+    from marl.behavior.gait import write_ladder
+
+    for task, episodes, message in (("smac:3m", 4, "not 'smac:3m'"), ("mamujoco:Ant-2x4", 4, "not Ant"),
+                                    ("mamujoco:ManySegmentSwimmer-2x2", 0, "episodes must be")):
+        with pytest.raises(envs.EnvError, match=message):
+            write_ladder(task, tmp_path / "ladder", episodes=episodes)
+    assert not (tmp_path / "ladder").exists()  # nothing written before the error
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "expert.gait.json").write_text('{"gait": {"amplitude": "big"}}')

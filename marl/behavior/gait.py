@@ -93,6 +93,19 @@ class GaitDriver:
         return actions
 
 
+def check_task(task: str) -> None:
+    """One clear error, before anything runs, for a task no gait can drive."""
+    family, _, map_name = task.partition(":")
+    if family != "mamujoco":
+        raise EnvError(f"a swimming gait drives multi-agent MuJoCo swimmers "
+                       f"(mamujoco:ManySegmentSwimmer-NxK), not {task!r}")
+    from envs.mamujoco import parse_map
+
+    robot = parse_map(map_name).robot
+    if robot not in ROBOTS:
+        raise EnvError(f"a swimming gait drives {ROBOTS}, not {robot} ({task}): use a trained policy")
+
+
 def is_gait(path: str | Path) -> bool:
     return str(path).endswith(SUFFIX)
 
@@ -111,8 +124,7 @@ def load_gait(path: str | Path) -> tuple[TravellingWave, dict]:
 def driver(path: str | Path, env, greedy: bool, seed: int) -> GaitDriver:
     """A gait policy file as the chooser of ``env``'s actions."""
     gait, _ = load_gait(path)
-    if env.info.family != "mamujoco":
-        raise EnvError(f"{path} is a swimming gait; it cannot act on {env.info.task}")
+    check_task(env.info.task)
     return GaitDriver(gait, env.info, env.control_dt, greedy, np.random.default_rng(seed))
 
 
@@ -139,6 +151,9 @@ def write_ladder(task: str, out: str | Path, gait: TravellingWave = TravellingWa
     and the folder's ``provenance.json``."""
     from dataclasses import replace
 
+    check_task(task)
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise EnvError(f"gait ladder of {task}: episodes must be a positive integer, got {episodes!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for order, (name, fraction) in enumerate(LADDER.items()):
