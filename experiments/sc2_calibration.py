@@ -1,7 +1,7 @@
 """Does StarCraft II data play the same on SMAX? ODIS's 3m file (recorded in StarCraft II 4.10)
 against SMAX rollouts of a policy cloned from it, with SMAX's own statistics, with the
-``sc2-4.10`` calibration (``envs/smax.py``), and with it and a delayed or randomly targeting
-opponent: per-step
+``sc2-4.10`` calibration (``envs/smax.py``), and with it and a delayed, randomly targeting or
+fire-spreading opponent: per-step
 displacement of a moving marine and of an enemy in the first steps, the distance between the
 teams' centres after 3 and 6 steps, the distance at a battle's first attack, battle length and
 win rate, and how the enemies fire (the share of steps on which allies lose health where more
@@ -32,7 +32,10 @@ SETTINGS = {"smax": {}, "sc2-4.10": {"calibration": "sc2-4.10"},
             "sc2-4.10, random targets": {"calibration": "sc2-4.10", "enemy_attack_mode": "random"},
             "sc2-4.10, enemy_reaction 0.8": {"calibration": "sc2-4.10", "enemy_reaction": 0.8},
             "sc2-4.10, enemy_reaction 0.8, random targets": {
-                "calibration": "sc2-4.10", "enemy_reaction": 0.8, "enemy_attack_mode": "random"}}
+                "calibration": "sc2-4.10", "enemy_reaction": 0.8, "enemy_attack_mode": "random"},
+            "sc2-4.10, spread targets": {"calibration": "sc2-4.10", "enemy_attack_mode": "spread"},
+            "sc2-4.10, enemy_reaction 0.8, spread targets": {
+                "calibration": "sc2-4.10", "enemy_reaction": 0.8, "enemy_attack_mode": "spread"}}
 APPROACH_STEPS = 6  # the enemies' first steps, before the teams meet
 N_AGENTS, N_ENEMIES, SIGHT = 3, 3, 9.0  # 3m: marine sight 9
 ALLY_STATE, ENEMY_FEATS = 4, 5  # (health, cooldown, x, y); (attackable, dist, dx, dy, health)

@@ -380,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--gamma", type=_discount, default=default["gamma"],
                         help="discount (%(default)s; swimmers need about 0.999: their reward is "
                              "a slow forward drift)")
-    btrain.add_argument("--enemy-attack-mode", choices=("closest", "random"), default=None,
-                        help="SMAC on SMAX: the scripted enemy's targeting (default closest)")
+    btrain.add_argument("--enemy-attack-mode", choices=("closest", "random", "spread"),
+                        default=None,
+                        help="SMAC on SMAX: the scripted enemy's targeting (default closest; "
+                             "spread: new targets to the least-shot ally, decided for the team)")
     btrain.add_argument("--enemy-reaction", type=float, default=None,
                         help="SMAC on SMAX: probability that an enemy unit re-decides on a step "
                              "(default 1; marine-hard uses 0.8)")

@@ -128,6 +128,50 @@ def test_enemy_reaction_delay_weakens_the_opponent():
     assert focus_fire_win_rate(delayed, seed=1) > 0.4
 
 
+def _enemy_targets(attack_mode: str, last_target: list[int]) -> list[int]:
+    """The allies (index) the enemies of a hand-built 3m battle shoot: every marine of each team
+    in reach of every enemy, ally 0 closest to all of them; ``last_target`` is each enemy's
+    remembered target (-1: none). SMAX lists the allies to an enemy in reverse, so its attack m
+    and its memory m mean ally 2 - m."""
+    import jax
+    import jax.numpy as jnp
+
+    env = envs.make("smac:3m", num_envs=1, seed=0, enemy_attack_mode=attack_mode)
+    sim = env._program.sim
+    world = jax.tree.map(lambda x: x[0], env._carry[0].state)
+    positions = jnp.array([[16.0, 16.0], [15.0, 15.0], [17.0, 15.0],
+                           [15.5, 18.0], [16.0, 18.0], [16.5, 18.0]])
+    world = world.replace(unit_positions=positions)
+    obs = sim._env.get_obs_unit_list(world)
+    enemy_obs = jnp.stack([obs[agent] for agent in sim.enemy_agents])
+    memory = sim.get_enemy_policy_initial_state(jax.random.PRNGKey(0))
+    memory = memory.replace(
+        last_attacked_enemy=jnp.array([-1 if t < 0 else 2 - t for t in last_target]))
+    actions, new_memory = sim.get_enemy_actions(jax.random.PRNGKey(1), memory, enemy_obs)
+    n_move = sim._env.num_movement_actions
+    targets = [2 - (int(actions[agent]) - n_move) for agent in sim.enemy_agents]
+    assert [2 - int(m) for m in np.asarray(new_memory.last_attacked_enemy)] == targets
+    return targets
+
+
+def test_spreading_enemy_shares_its_fire_out_over_the_team():
+    """enemy_attack_mode="spread": enemies needing a target take the ally fewest of them are
+    already shooting, then the closest; a target still in reach is kept. SMAX's "closest" puts
+    every new target on the closest marine."""
+    assert _enemy_targets("closest", [-1, -1, -1]) == [0, 0, 0]
+    assert sorted(_enemy_targets("spread", [-1, -1, -1])) == [0, 1, 2]
+    assert _enemy_targets("spread", [-1, -1, -1])[0] == 0  # the first to choose: the closest
+    # enemy 2 keeps ally 0, so the others spread over the two marines nobody shoots
+    kept = _enemy_targets("spread", [-1, -1, 0])
+    assert kept[2] == 0 and sorted(kept[:2]) == [1, 2]
+    # two enemies already on ally 1: the third takes the closest free marine, ally 0
+    assert _enemy_targets("spread", [1, 1, -1]) == [1, 1, 0]
+    env = envs.make("smac:3m", enemy_attack_mode="spread", enemy_reaction=0.8)
+    assert env.info.options["enemy_attack_mode"] == "spread"
+    with pytest.raises(EnvError, match="enemy_attack_mode"):
+        envs.make("smac:3m", enemy_attack_mode="focus")
+
+
 def test_sc2_calibration_moves_and_shoots_at_starcraft_speed():
     """calibration="sc2-4.10": a step is 8 game loops at 22.4 per second, so a marine moving
     north covers 3.15 * 8 / 22.4 = 1.125 map units (SMAX's own: 3.15 * 8 / 16 = 1.575), and a
