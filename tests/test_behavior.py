@@ -403,3 +403,21 @@ def test_gait_policy_folders_collect_every_quality(tmp_path):
     (broken / "expert.gait.json").write_text('{"gait": {"amplitude": "big"}}')
     with pytest.raises(envs.EnvError, match="expert.gait.json is not a gait policy"):
         list_snapshots(broken)
+
+
+def test_forward_progress_tells_walking_from_standing_still():
+    """Ant's healthy bonus pays about 1000 an episode for standing: the shipped Ant's poor
+    snapshot scores 996 without moving, the expert walks about 26 m (docs/datasets.md).
+    ``experiments/forward_progress.py`` measures the walk, not the return."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "forward_progress.py"
+    spec = importlib.util.spec_from_file_location("forward_progress", path)
+    forward = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(forward)
+    folder = Path(__file__).resolve().parents[1] / "marl" / "policies" / "mamujoco_Ant-2x4"
+    poor = forward.forward_progress("mamujoco:Ant-2x4", folder / "poor.safetensors", 2, 0)
+    expert = forward.forward_progress("mamujoco:Ant-2x4", folder / "expert.safetensors", 2, 0)
+    assert poor["return"] > 900 and abs(poor["x_moved"]) < 1.0  # paid for standing still
+    assert expert["x_moved"] > 10.0 and expert["speed"] > 0.2
+    assert expert["speed"] == pytest.approx(expert["x_moved"] / (expert["length"] * 0.05), rel=0.2)
