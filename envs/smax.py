@@ -194,12 +194,12 @@ class _SmaxProgram:
         type_ids = np.array([SMAX_TYPE_ID[t] for t in unit_names], dtype=np.uint8)
         defaults = {k: p.default for k, p in inspect.signature(SMAX.__init__).parameters.items()}
         calibrated = calibration_kwargs(calibration, unit_names, defaults)
-        # reaction 1 keeps SMAX's class itself, so default runs draw the same random numbers.
-        opponent = (_spreading_enemy_class(HeuristicEnemySMAX) if enemy_attack_mode == "spread"
-                    else HeuristicEnemySMAX)
-        delayed = {} if enemy_reaction == 1.0 else {"reaction": enemy_reaction}
-        self.sim = (_delayed_enemy_class(opponent) if delayed else opponent)(
-            **delayed,
+        spread = enemy_attack_mode == "spread"
+        scripted = {"reaction": enemy_reaction, "spread": spread}
+        if enemy_reaction == 1.0 and not spread:  # SMAX's class itself: the same random numbers
+            scripted = {}
+        self.sim = (_scripted_enemy_class(HeuristicEnemySMAX) if scripted else HeuristicEnemySMAX)(
+            **scripted,
             scenario=Scenario(jnp.asarray(type_ids), n_a, n_e, False, False),
             max_steps=episode_limit,
             walls_cause_death=False,
@@ -415,69 +415,49 @@ def _type_bits(unit_types: tuple[str, ...], bit_names: tuple[str, ...]) -> np.nd
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _spreading_enemy_class(heuristic_enemy_smax: type) -> type:
-    """SMAX's heuristic enemy whose new targets spread over the allies (``enemy_attack_mode``
-    "spread"). StarCraft II's built-in AI spreads its fire: of the steps of ODIS's 3m file on
-    which several enemy shots land, 72 % hit several marines, where SMAX's per-unit "closest"
-    rule gives 24 % and uniformly random targets 66 % (docs/datasets.md). A per-unit rule
-    cannot see what the rest of the team is shooting, so this one decides for the team: an enemy
-    keeps its target while it stays in reach, as the heuristic does, and each enemy that needs
-    a new one takes, in index order, the ally in its reach with the fewest enemies already on
-    it, the closest among those."""
+def spread_targets(in_reach, distance, held, choose):
+    """The allies that enemies choosing a new target take, spreading their fire (``enemy_attack_mode``
+    "spread"), as jax arrays in each enemy's own ally order. ``in_reach`` ``[E, A]``: which allies
+    each enemy could shoot; ``distance`` ``[E, A]``; ``held`` ``[E]``: the ally an enemy keeps
+    shooting this step (its kept target, or the attack it repeats while not reacting), -1 for
+    none; ``choose`` ``[E]``: enemies that need a new target. In index order each chooser takes
+    the ally in its reach with the fewest enemies already on it, the closest among those.
+    Returns ``[E]`` (meaningful where ``choose``)."""
     import jax
     import jax.numpy as jnp
 
-    class SpreadingHeuristicEnemySMAX(heuristic_enemy_smax):
-        def get_enemy_actions(self, key, policy_state, enemy_obs):
-            fresh, new_memory = super().get_enemy_actions(key, policy_state, enemy_obs)
-            fresh = jnp.stack([fresh[agent] for agent in self.enemy_agents]).astype(jnp.int32)
-            sim, n_e, n_a = self._env, self.num_enemies, self.num_agents
-            n_feat, n_move = len(sim.unit_features), sim.num_movement_actions
-            # each enemy's view of the allies (the heuristic's own parsing): health > 0 where
-            # seen, positions relative to it over its sight range
-            unit_type = jnp.argmax(enemy_obs[:, -sim.unit_type_bits:], axis=-1)
-            allies = enemy_obs[:, (n_e - 1) * n_feat:(n_e - 1 + n_a) * n_feat]
-            allies = allies.reshape(n_e, n_a, n_feat)
-            distance = jnp.linalg.norm(allies[..., 1:3], axis=-1) * (
-                sim.unit_type_sight_ranges[unit_type][:, None])
-            in_reach = (distance < sim.unit_type_attack_ranges[unit_type][:, None]) & (
-                allies[..., 0] > 0)
-            previous = policy_state.last_attacked_enemy
-            kept = (previous >= 0) & jnp.take_along_axis(
-                in_reach, jnp.clip(previous, 0)[:, None], axis=1)[:, 0]
-            attacking = fresh >= n_move
-            load = jnp.zeros(n_a).at[jnp.clip(previous, 0)].add(kept & attacking)
-            choose = attacking & ~kept
+    n_allies = in_reach.shape[1]
+    holds = (held >= 0) & jnp.take_along_axis(in_reach, jnp.clip(held, 0)[:, None], 1)[:, 0]
+    load = jnp.zeros(n_allies).at[jnp.clip(held, 0)].add(holds)
 
-            def assign(load, k):
-                score = jnp.where(in_reach[k], load * 1e4 + distance[k], jnp.inf)
-                target = jnp.argmin(score)
-                load = load.at[target].add(choose[k])
-                return load, target
+    def assign(load, k):
+        target = jnp.argmin(jnp.where(in_reach[k], load * 1e4 + distance[k], jnp.inf))
+        return load.at[target].add(choose[k]), target
 
-            _, target = jax.lax.scan(assign, load, jnp.arange(n_e))
-            actions = jnp.where(choose, n_move + target, fresh)
-            new_memory = new_memory.replace(last_attacked_enemy=jnp.where(
-                choose, target, new_memory.last_attacked_enemy))
-            return {agent: actions[i] for i, agent in enumerate(self.enemy_agents)}, new_memory
-
-    return SpreadingHeuristicEnemySMAX
+    return jax.lax.scan(assign, load, jnp.arange(in_reach.shape[0]))[1]
 
 
 @functools.lru_cache(maxsize=None)
-def _delayed_enemy_class(heuristic_enemy_smax: type) -> type:
-    """SMAX's heuristic enemy with a reaction delay (built lazily: jaxmarl is imported late)."""
+def _scripted_enemy_class(heuristic_enemy_smax: type) -> type:
+    """SMAX's heuristic enemy with a reaction delay and, optionally, fire spread over the allies
+    (built lazily: jaxmarl is imported late).
+
+    Reaction: each enemy unit takes the heuristic's fresh decision with probability
+    ``reaction`` on a step and otherwise repeats its previous action (and keeps its heuristic
+    memory). Spread: StarCraft II's built-in AI spreads its fire: of the steps of ODIS's 3m file
+    on which several enemy shots land, 72 % hit several marines, where SMAX's per-unit "closest"
+    rule gives 24 % and uniformly random targets 66 % (docs/datasets.md). A per-unit rule cannot
+    see what the rest of the team shoots, so this one decides for the team (``spread_targets``):
+    an enemy keeps its target while it stays in reach, as the heuristic does, and the reacting
+    enemies that need a new one share the allies out, counting the targets of those that
+    repeat their last attack."""
     import jax
     import jax.numpy as jnp
 
-    class DelayedHeuristicEnemySMAX(heuristic_enemy_smax):
-        """Each enemy unit takes the heuristic's fresh decision with probability ``reaction``
-        on a step and otherwise repeats its previous action (and keeps its heuristic memory)."""
-
-        def __init__(self, reaction: float, **kwargs):
+    class ScriptedEnemySMAX(heuristic_enemy_smax):
+        def __init__(self, reaction: float = 1.0, spread: bool = False, **kwargs):
             super().__init__(**kwargs)
-            self.reaction = reaction
+            self.reaction, self.spread = reaction, spread
 
         def get_enemy_policy_initial_state(self, key):
             stop = jnp.full(self.num_enemies, SMAX_STOP, jnp.int32)
@@ -489,13 +469,40 @@ def _delayed_enemy_class(heuristic_enemy_smax: type) -> type:
             fresh, new_memory = super().get_enemy_actions(key, memory, enemy_obs)
             fresh = jnp.stack([fresh[agent] for agent in self.enemy_agents]).astype(jnp.int32)
             react = jax.random.uniform(key_react, (self.num_enemies,)) < self.reaction
+            if self.spread:
+                fresh, new_memory = self._spread(fresh, memory, new_memory, enemy_obs, react,
+                                                 previous)
             actions = jnp.where(react, fresh, previous)
             memory = jax.tree.map(
                 lambda new, old: jnp.where(react.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                 new_memory, memory)
             return {agent: actions[i] for i, agent in enumerate(self.enemy_agents)}, (memory, actions)
 
-    return DelayedHeuristicEnemySMAX
+        def _spread(self, fresh, memory, new_memory, enemy_obs, react, previous):
+            sim, n_e, n_a = self._env, self.num_enemies, self.num_agents
+            n_feat, n_move = len(sim.unit_features), sim.num_movement_actions
+            # each enemy's view of the allies, parsed as the heuristic parses it: health > 0
+            # where seen, positions relative to the enemy over its sight range
+            unit_type = jnp.argmax(enemy_obs[:, -sim.unit_type_bits:], axis=-1)
+            allies = enemy_obs[:, (n_e - 1) * n_feat:(n_e - 1 + n_a) * n_feat]
+            allies = allies.reshape(n_e, n_a, n_feat)
+            sight = sim.unit_type_sight_ranges[unit_type][:, None, None]
+            distance = jnp.linalg.norm(allies[..., 1:3] * sight, axis=-1)
+            in_reach = (distance < sim.unit_type_attack_ranges[unit_type][:, None]) & (
+                allies[..., 0] > 0)
+            kept_target = memory.last_attacked_enemy
+            kept = (kept_target >= 0) & jnp.take_along_axis(
+                in_reach, jnp.clip(kept_target, 0)[:, None], 1)[:, 0]
+            attacking = fresh >= n_move
+            held = jnp.where(react, jnp.where(kept & attacking, kept_target, -1),
+                             jnp.where(previous >= n_move, previous - n_move, -1))
+            choose = react & attacking & ~kept & in_reach.any(-1)
+            target = spread_targets(in_reach, distance, held, choose)
+            fresh = jnp.where(choose, n_move + target, fresh)
+            return fresh, new_memory.replace(last_attacked_enemy=jnp.where(
+                choose, target, new_memory.last_attacked_enemy))
+
+    return ScriptedEnemySMAX
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,13 +36,16 @@ def forward_progress(task: str, source: Path, episodes: int, seed: int) -> dict:
 
         def choose(ts):
             return act(actor, fam, ts.obs, ts.avail_actions, True)[0]
-    start, last = None, None
+    start, last, dt = None, None, env.control_dt
 
     def on_step(ts, actions, playing):
+        # seen before each step; the position after it is extrapolated with the root's x
+        # velocity, so an episode's last step counts too (the env resets a finished copy)
         nonlocal start, last
-        x = env.physics_snapshot()["qpos"][:, 0]
-        start = x.copy() if start is None else start
-        last = np.where(playing, x, last)
+        physics = env.physics_snapshot()
+        if start is None:  # the first call sees every copy's start
+            start = last = physics["qpos"][:, 0].copy()
+        last = np.where(playing, physics["qpos"][:, 0] + physics["qvel"][:, 0] * dt, last)
 
     outcomes = envs.play(env, choose, seed, on_step=on_step)
     env.close()

@@ -144,10 +144,13 @@ def _enemy_targets(attack_mode: str, last_target: list[int]) -> list[int]:
     world = world.replace(unit_positions=positions)
     obs = sim._env.get_obs_unit_list(world)
     enemy_obs = jnp.stack([obs[agent] for agent in sim.enemy_agents])
-    memory = sim.get_enemy_policy_initial_state(jax.random.PRNGKey(0))
-    memory = memory.replace(
+    state = sim.get_enemy_policy_initial_state(jax.random.PRNGKey(0))
+    scripted = isinstance(state, tuple)  # ours: (heuristic memory, previous actions)
+    memory = (state[0] if scripted else state).replace(
         last_attacked_enemy=jnp.array([-1 if t < 0 else 2 - t for t in last_target]))
-    actions, new_memory = sim.get_enemy_actions(jax.random.PRNGKey(1), memory, enemy_obs)
+    actions, new_memory = sim.get_enemy_actions(
+        jax.random.PRNGKey(1), (memory, state[1]) if scripted else memory, enemy_obs)
+    new_memory = new_memory[0] if scripted else new_memory
     n_move = sim._env.num_movement_actions
     targets = [2 - (int(actions[agent]) - n_move) for agent in sim.enemy_agents]
     assert [2 - int(m) for m in np.asarray(new_memory.last_attacked_enemy)] == targets
@@ -166,10 +169,41 @@ def test_spreading_enemy_shares_its_fire_out_over_the_team():
     assert kept[2] == 0 and sorted(kept[:2]) == [1, 2]
     # two enemies already on ally 1: the third takes the closest free marine, ally 0
     assert _enemy_targets("spread", [1, 1, -1]) == [1, 1, 0]
-    env = envs.make("smac:3m", enemy_attack_mode="spread", enemy_reaction=0.8)
-    assert env.info.options["enemy_attack_mode"] == "spread"
     with pytest.raises(EnvError, match="enemy_attack_mode"):
         envs.make("smac:3m", enemy_attack_mode="focus")
+
+
+def test_spread_targets_count_what_the_team_already_shoots():
+    """``spread_targets`` on hand-built reach: a held target (kept, or an attack repeated by an
+    enemy that does not react) counts, one out of reach does not, and an ally beyond reach is
+    never chosen, however free it is."""
+    import jax.numpy as jnp
+
+    from envs.smax import spread_targets
+
+    in_reach = jnp.array([[True, True, False], [True, True, False], [True, True, False],
+                          [False, True, True]])
+    distance = jnp.array([[1.0, 2.0, 9.0], [1.0, 2.0, 9.0], [1.0, 2.0, 9.0], [9.0, 3.0, 1.0]])
+    # enemy 0 holds ally 0; enemy 1 needs a target: the free ally 1, though ally 0 is closer
+    held, choose = jnp.array([0, -1, -1, -1]), jnp.array([False, True, False, False])
+    assert int(spread_targets(in_reach, distance, held, choose)[1]) == 1
+    # a held target out of reach (stale) counts nothing: enemy 1 takes the closest, ally 0
+    held = jnp.array([2, -1, -1, -1])
+    assert int(spread_targets(in_reach, distance, held, choose)[1]) == 0
+    # allies 0 and 1 each held once: enemy 2 may not take the free ally 2 (beyond its reach)
+    held, choose = jnp.array([0, 1, -1, -1]), jnp.array([False, False, True, True])
+    out = spread_targets(in_reach, distance, held, choose)
+    assert int(out[2]) == 0 and int(out[3]) == 2  # enemy 3 reaches ally 2, which nobody shoots
+
+
+@pytest.mark.parametrize("reaction", [1.0, 0.8])
+def test_spreading_enemy_plays_compiled_battles(reaction):
+    """The spreading opponent runs inside the compiled step, alone and under the reaction
+    delay, and scripted focus fire still wins some battles of 3m against it and loses some."""
+    env = envs.make("smac:3m", num_envs=64, seed=3, enemy_attack_mode="spread",
+                    enemy_reaction=reaction)
+    assert env.info.options["enemy_attack_mode"] == "spread"
+    assert 0.0 < focus_fire_win_rate(env, seed=3) < 1.0
 
 
 def test_sc2_calibration_moves_and_shoots_at_starcraft_speed():
