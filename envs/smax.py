@@ -439,18 +439,11 @@ def spread_targets(in_reach, distance, held, choose):
 
 @functools.lru_cache(maxsize=None)
 def _scripted_enemy_class(heuristic_enemy_smax: type) -> type:
-    """SMAX's heuristic enemy with a reaction delay and, optionally, fire spread over the allies
-    (built lazily: jaxmarl is imported late).
-
-    Reaction: each enemy unit takes the heuristic's fresh decision with probability
-    ``reaction`` on a step and otherwise repeats its previous action (and keeps its heuristic
-    memory). Spread: StarCraft II's built-in AI spreads its fire: of the steps of ODIS's 3m file
-    on which several enemy shots land, 72 % hit several marines, where SMAX's per-unit "closest"
-    rule gives 24 % and uniformly random targets 66 % (docs/datasets.md). A per-unit rule cannot
-    see what the rest of the team shoots, so this one decides for the team (``spread_targets``):
-    an enemy keeps its target while it stays in reach, as the heuristic does, and the reacting
-    enemies that need a new one share the allies out, counting the targets of those that
-    repeat their last attack."""
+    """SMAX's heuristic enemy (built lazily: jaxmarl is imported late) where each unit takes the
+    heuristic's fresh decision with probability ``reaction`` on a step and otherwise repeats its
+    previous action and memory; with ``spread``, the reacting units that need a new target share
+    the allies out (``spread_targets``), as StarCraft II's AI spreads its fire, which SMAX's
+    per-unit rule cannot see (docs/datasets.md)."""
     import jax
     import jax.numpy as jnp
 
