@@ -71,7 +71,12 @@ def main() -> None:
     print("| policy | return | length | x moved (m) | forward speed (m/s) |")
     print("|---|---|---|---|---|")
     for name, source in sources.items():
-        row = forward_progress(args.task, source, args.episodes, args.seed)
+        if not source.exists():
+            parser.error(f"{source}: no such run folder or snapshot")
+        try:
+            row = forward_progress(args.task, source, args.episodes, args.seed)
+        except envs.EnvError as exc:  # a policy of another robot, a run of another family, ...
+            parser.error(str(exc))
         print(f"| {name} | {row['return']:.0f} | {row['length']:.0f} | {row['x_moved']:.1f} "
               f"± {row['x_moved_sd']:.1f} | {row['speed']:.2f} |")
 
