@@ -153,7 +153,12 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
                                               or update == cfg.updates)
         if evaluate_now:
             score = _evaluate(cfg, taskset, model, run_dir, update, writer, rank, log)
-            if rank == 0 and score is not None and (best_score is None or score > best_score):
+            improved = score is not None and (best_score is None or score > best_score)
+            if world > 1:  # rank 0 evaluates; every rank must join the checkpoint's gather
+                flag = torch.tensor([float(improved), score or 0.0], dtype=torch.float64)
+                dist.broadcast(flag, 0)
+                improved, score = bool(flag[0]), float(flag[1])
+            if improved:
                 best_score = score
                 checkpoint(ckpt_dir / "best.pt")
         if rank == 0 and cfg.health_interval and (update % cfg.health_interval == 0
@@ -163,6 +168,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
             checkpoint(ckpt_dir / "last.pt")
     if world > 1:
         _record_rank_agreement(params, world, rank, run_dir, update, log)
+        # a process group left for interpreter exit can abort a rank ("terminate called
+        # without an active exception") while gloo's threads are torn down
+        dist.barrier()
+        dist.destroy_process_group()
     if writer is not None:
         writer.close()
         log(f"done: {update} updates in {time.perf_counter() - started:.0f} s; "

@@ -177,12 +177,15 @@ def test_torchrun_two_ranks_keep_identical_parameters(tiny_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m",
                           "marl", "train", "--out", str(run),
-                          *tiny_overrides(tiny_data, "updates=4")],
+                          *tiny_overrides(tiny_data, "updates=4", "eval.interval=2",
+                                          "eval.episodes=4", "eval.tasks=smac:3m")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     ranks = json.loads((run / "ranks.json").read_text())
     assert ranks == {"world_size": 2, "max_abs_param_diff": 0.0, "update": 4}
     assert load_checkpoint_file(run / "checkpoints" / "last.pt")["update"] == 4
+    # rank 0 evaluates alone, but every rank joins the best checkpoint's write
+    assert load_checkpoint_file(run / "checkpoints" / "best.pt")["update"] in (2, 4)
 
 
 def test_cli_reports_config_mistakes_in_one_line(capsys):
