@@ -89,6 +89,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: bool = False, log=None) 
     _set_up_torch(cfg, log)
     taskset, data = _load_data(cfg)
     model = build_model(cfg, data.family)
+    try:
+        model.use_tasks(list(data.tasks))
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)

@@ -360,3 +360,30 @@ def test_hissd_trained_on_two_partitions_runs_an_unseen_third(tmp_path):
     # random joint actions pay their control cost (about -420 here); a cheetah that stands still
     # scores about 0; this one runs (1144 when written; 66 after 400 updates)
     assert random.returns.mean() < -200 and learned > 300, (learned, random.returns.mean())
+
+
+def test_contrast_by_robot_counts_the_partitions_of_one_robot_as_one_task(tmp_path):
+    """With ``contrast_by="robot"`` the InfoNCE labels are robots: two HalfCheetah partitions
+    have no negatives for each other (the term is zero, as for one task), where per task they
+    are pushed apart; a task set of another family is refused by name."""
+    from marl import SHIPPED_POLICIES
+    from marl.collect import collect
+    from marl.data.loader import MultiTaskDataset
+
+    policy = Path(SHIPPED_POLICIES) / "mamujoco_HalfCheetah-2x3"
+    tasks = [f"mamujoco:HalfCheetah-{p}" for p in ("2x3", "6x1")]
+    ds = MultiTaskDataset({t: [collect(t, policy, "expert", 2, tmp_path / f"{i}.h5", num_envs=2,
+                                       show_progress=False)] for i, t in enumerate(tasks)})
+    terms = {}
+    for by in ("task", "robot"):
+        torch.manual_seed(0)
+        model = HiSSD(family_spec("mamujoco"), replace(TINY, contrast_by=by))
+        model.use_tasks(ds.tasks)
+        gen = torch.Generator().manual_seed(0)
+        terms[by] = model.loss(_batches(ds, gen, batch_size=2), gen)[1]["contrastive"]
+    assert terms["robot"] == 0.0 and terms["task"] > 0.1, terms
+
+    model.use_tasks(["mamujoco:HalfCheetah-2x3", "mamujoco:Ant-2x4", "mamujoco:HalfCheetah-6x1"])
+    assert model.contrast_label.tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="contrast_by=robot.*'smac:3m' is not a mamujoco task"):
+        model.use_tasks(["smac:3m", "mamujoco:Ant-2x4"])

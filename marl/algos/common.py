@@ -89,11 +89,15 @@ class Algorithm(nn.Module):
     * ``act(view, avail, memory=None) -> actions``: greedy decentralised actions of every
       agent; an episode's loop calls ``memory = remember(memory, view, actions)`` after each
       step, starting from ``None`` (it stays ``None`` when nothing is remembered);
-    * ``has_skills``: whether ``skills(view, memory=None)`` exists (``marl visualize``).
+    * ``has_skills``: whether ``skills(view, memory=None)`` exists (``marl visualize``);
+    * ``use_tasks(tasks)``: told the training tasks, in task-id order, before training.
     """
 
     name = ""
     has_skills = False
+
+    def use_tasks(self, tasks: list[str]) -> None:
+        """The training tasks in task-id order (``batch.task_id`` indexes them)."""
 
     def backward(self, batches, generator: torch.Generator | None = None) -> dict[str, float]:
         """``loss(batches)`` and its gradients, accumulated into ``.grad``; an algorithm may do

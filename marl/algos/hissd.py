@@ -69,6 +69,9 @@ class HissdConfig(ValueConfig):
     task_skills: bool = True  # ablation: no task-specific skill z
     advantage_weighting: bool = True  # ablation: unweighted forward prediction, no value net
     contrastive: bool = True  # ablation: z without the InfoNCE term
+    # what the InfoNCE term tells apart: every task, or (MuJoCo) every robot, so that the
+    # partitions of one robot, which the same behaviour plays, are not pushed apart
+    contrast_by: str = "task"
     # the repairs of docs/hissd.md; the other setting of each is marl's earlier behaviour
     task_skill_norm: bool = True  # LayerNorm before z's tanh (released code)
     contrast_input: str = "z"  # InfoNCE on a projection of z; "encoding": on a sibling of z
@@ -80,7 +83,7 @@ class HissdConfig(ValueConfig):
     per_task_backward: bool = False
 
     CHOICES = {"contrast_input": ("z", "encoding"), "value_target": ("monte_carlo", "td_expectile"),
-               "forward_model": ("team", "state")}
+               "forward_model": ("team", "state"), "contrast_by": ("task", "robot")}
 
 
 # marl's HiSSD before the repairs of docs/hissd.md, as overrides of ``model.*``: the ablation
@@ -132,6 +135,27 @@ class HiSSD(Algorithm):
                                           mean_agents=cfg.mixer_mean)
             if cfg.value_target == "td_expectile":
                 self.target = make_targets(self, ("value", "value_head", "mixer"))
+
+        # the InfoNCE label of each task id (``use_tasks``); the task ids themselves until then
+        self.register_buffer("contrast_label", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def use_tasks(self, tasks: list[str]) -> None:
+        """The training tasks, in task-id order: with ``contrast_by="robot"`` the InfoNCE
+        labels are the MuJoCo robots, so HalfCheetah-2x3 and -6x1 count as one task."""
+        if self.cfg.contrast_by == "task":
+            return
+        robots = []
+        for task in tasks:
+            family, _, map_name = task.partition(":")
+            if family != "mamujoco":
+                raise ValueError(f"model.contrast_by=robot groups MuJoCo tasks by robot; "
+                                 f"{task!r} is not a mamujoco task (use contrast_by=task)")
+            from envs.mamujoco import parse_map
+
+            robots.append(parse_map(map_name).robot)
+        labels = [sorted(set(robots)).index(r) for r in robots]
+        self.contrast_label = torch.tensor(labels, dtype=torch.long,
+                                           device=self.contrast_label.device)
 
     # ------------------------------------------------------------------ skills and actions
     def common_skill_tokens(self, obs: Tokens, past: Tokens | None = None
@@ -288,7 +312,9 @@ class HiSSD(Algorithm):
                          cfg=self.cfg)
         pairs = []
         if self.cfg.task_skills and self.cfg.contrastive:
-            pairs = self._contrastive_pairs(tr.acting, tr.task_id, generator)
+            label = (self.contrast_label[tr.task_id] if len(self.contrast_label)
+                     else tr.task_id)
+            pairs = self._contrastive_pairs(tr.acting, label, generator)
         return tr, pairs
 
     def _contrast_features(self, obs: Tokens) -> torch.Tensor:
