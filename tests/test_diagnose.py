@@ -238,3 +238,35 @@ def test_training_logs_health_scalars(tiny_data, tmp_path):
     tb = EventAccumulator(str(tmp_path / "run" / "tb"))
     tb.Reload()
     assert "health/smac:3m/value/correlation" in tb.Tags()["scalars"]
+
+
+def test_task_skill_swap_replaces_z_and_infer_reproduces_evaluation(tiny_run):
+    """``experiments/task_skill_swap.py``: ``infer`` plays exactly what ``marl evaluate``
+    plays from the same starts; the other modes hand the decoder the ``z`` they name."""
+    import importlib.util
+
+    from marl.rollout import evaluate_task
+    from marl.runs import load_run_model
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "task_skill_swap.py"
+    spec = importlib.util.spec_from_file_location("task_skill_swap", path)
+    swap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(swap)
+
+    cfg, model, _, _ = load_run_model(tiny_run)
+    means = swap.training_task_means(model, cfg, episodes=4)
+    assert sorted(means) == ["smac:3m", "smac:5m_vs_6m"]
+    obs = None  # the stand-in encoder below ignores its input
+    table = torch.stack(list(means.values()))
+    z = torch.rand(5, 3, table.shape[-1]) * 2 - 1
+    fake = lambda obs: z  # noqa: E731 - stands in for the encoder
+    assert torch.equal(swap.swapped_skill(fake, "zero", "smac:3m", means)(obs), torch.zeros_like(z))
+    assert torch.allclose(swap.swapped_skill(fake, "mean", "smac:3m", means)(obs)[2, 1],
+                          table.mean(0))
+    snapped = swap.swapped_skill(fake, "nearest", "smac:12m", means)(obs).reshape(-1, z.shape[-1])
+    assert all(any(torch.equal(row, m) for m in table) for row in snapped)
+    assert torch.equal(swap.swapped_skill(fake, "infer", "smac:3m", means)(obs), z)
+
+    report = swap.swap_run(tiny_run, ["smac:3m"], ["infer", "zero"], episodes=4)
+    expected = evaluate_task(model, "smac:3m", 4, 10000 + int(cfg.seed))["return_mean"]
+    assert report["smac:3m infer"] == expected
