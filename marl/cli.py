@@ -182,9 +182,9 @@ def _behavior_export(args: argparse.Namespace) -> None:
 
 
 def _behavior_gait(args: argparse.Namespace) -> None:
-    from marl.behavior.gait import TravellingWave, write_ladder
+    from marl.behavior.gait import ReflexChain, write_ladder
 
-    gait = TravellingWave(**{k: getattr(args, k) for k in ("amplitude", "frequency", "phase_lag")})
+    gait = ReflexChain(**{k: getattr(args, k) for k in ("amplitude", "velocity_scale", "follow_gain")})
     write_ladder(args.task, args.out, gait, episodes=args.episodes)
 
 
@@ -413,19 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--medium-command-line", default="",
                         help="the --medium-run's training command, for provenance")
     export.set_defaults(func=_behavior_export)
-    from marl.behavior.gait import TravellingWave
+    from marl.behavior.gait import ReflexChain
 
-    wave = TravellingWave()
+    wave = ReflexChain()
     gait = behavior_cmds.add_parser(
         "gait", help="a scripted swimming gait's quality ladder (marl.behavior.gait)",
         description="Writes poor, replay_1, replay_2, medium and expert .gait.json files: a "
-                    "travelling wave at rising amplitudes, each with its measured returns.")
+                    "reflex chain (state feedback) at rising strengths, each with its measured "
+                    "returns.")
     gait.add_argument("task", help="e.g. mamujoco:ManySegmentSwimmer-3x2")
     gait.add_argument("--out", required=True, help="e.g. marl/policies/mamujoco_ManySegmentSwimmer-3x2")
-    gait.add_argument("--amplitude", type=float, default=wave.amplitude, help="the expert's (radians)")
-    gait.add_argument("--frequency", type=float, default=wave.frequency, help="waves per second")
-    gait.add_argument("--phase-lag", type=float, default=wave.phase_lag,
-                      help="radians between neighbouring joints")
+    gait.add_argument("--amplitude", type=float, default=wave.amplitude,
+                      help="the expert's tail swing (radians)")
+    gait.add_argument("--velocity-scale", type=float, default=wave.velocity_scale,
+                      help="the tail's turning speed (rad/s) at which its swing is tanh(1) of the amplitude")
+    gait.add_argument("--follow-gain", type=float, default=wave.follow_gain,
+                      help="a joint's reference over the angle of the joint behind it")
     gait.add_argument("--episodes", type=int, default=16, help="episodes measured per level")
     gait.set_defaults(func=_behavior_gait)
 

@@ -211,7 +211,7 @@ def run_episodes(task: str, snapshots: list[Snapshot], sampling: str, episodes: 
     for i, (snap, share) in enumerate(zip(snapshots, shares)):
         if share == 0:  # more snapshots than episodes
             continue
-        if is_gait(snap.path):  # a scripted gait keeps its own clock
+        if is_gait(snap.path):
             if mode == "epsilon":
                 raise EnvError(f"{snap.path} is a scripted gait: it collects with sampling greedy "
                                f"or sampled (Gaussian action noise), not {sampling}")

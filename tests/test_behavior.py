@@ -351,22 +351,50 @@ def test_a_policy_drives_every_partition_of_its_robot(tmp_path):
 
 
 def test_swimming_gait_swims_every_morphology_and_partition():
-    """The scripted travelling wave (``marl.behavior.gait``) drives any chain of segments from
-    the layout alone: on an unseen 5-segment-pair swimmer it swims forward (a still swimmer
-    scores about 0), and splitting the same robot differently moves it identically."""
-    from marl.behavior.gait import GaitDriver, TravellingWave, play_gait
+    """The scripted reflex chain (``marl.behavior.gait``) drives any chain of segments from the
+    layout alone: on an unseen 5-segment-pair swimmer it swims forward (a still swimmer scores
+    about 0), and splitting the same robot differently moves it identically."""
+    from marl.behavior.gait import GaitDriver, ReflexChain, play_gait
 
-    assert play_gait("mamujoco:ManySegmentSwimmer-5x2", TravellingWave(), episodes=2)["return"] > 150
-    assert play_gait("mamujoco:ManySegmentSwimmer-5x2", TravellingWave(amplitude=0.0),
-                     episodes=2)["return"] < 30
+    assert play_gait("mamujoco:ManySegmentSwimmer-5x2", ReflexChain(), episodes=2)["return"] > 150
+    assert abs(play_gait("mamujoco:ManySegmentSwimmer-5x2", ReflexChain().level(0.0),
+                         episodes=2)["return"]) < 30
     states = {}
     for task in ("mamujoco:ManySegmentSwimmer-3x2", "mamujoco:ManySegmentSwimmer-6x1"):
         env = envs.make(task, num_envs=2, seed=3)
-        choose, ts = GaitDriver(TravellingWave(), env.info, env.control_dt), env.reset(3)
+        choose, ts = GaitDriver(ReflexChain(), env.info), env.reset(3)
         for _ in range(50):
             ts = env.step(choose(ts))
         states[task] = ts.state
     np.testing.assert_allclose(*states.values(), atol=1e-6)
+
+
+def test_swimming_gait_acts_on_each_agents_observation_alone():
+    """The gait is a policy of observations, no clock: an agent's actions stay the same when
+    every state value it does not observe changes, and the same state gives the same actions at
+    any step of the episode, so a learner that imitates it exactly swims as it does."""
+    from types import SimpleNamespace
+
+    from envs.mamujoco import obs_gather
+    from marl.behavior.gait import GaitDriver, ReflexChain
+
+    env = envs.make("mamujoco:ManySegmentSwimmer-4x2", num_envs=8, seed=1)
+    choose, ts = GaitDriver(ReflexChain(), env.info), env.reset(1)
+    for _ in range(30):
+        ts = env.step(choose(ts))
+    table = obs_gather(env.info.layout)
+    rng = np.random.default_rng(0)
+    base = choose(SimpleNamespace(state=ts.state))
+    np.testing.assert_array_equal(base, choose(ts))
+    for agent in range(env.info.n_agents):
+        hidden = np.setdiff1d(np.arange(env.info.state_dim), table[agent])
+        changed = ts.state.copy()
+        changed[:, hidden] += rng.normal(0.0, 1.0, (len(changed), len(hidden)))
+        np.testing.assert_array_equal(choose(SimpleNamespace(state=changed))[:, agent], base[:, agent])
+        seen = ts.state.copy()
+        seen[:, table[agent][table[agent] < env.info.state_dim]] += 0.5
+        assert np.abs(choose(SimpleNamespace(state=seen))[:, agent] - base[:, agent]).max() > 0.05
+    env.close()
 
 
 def test_gait_policy_folders_collect_every_quality(tmp_path):
@@ -400,8 +428,11 @@ def test_gait_policy_folders_collect_every_quality(tmp_path):
     assert not (tmp_path / "ladder").exists()  # nothing written before the error
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "expert.gait.json").write_text('{"gait": {"amplitude": "big"}}')
+    (broken / "expert.gait.json").write_text('{"kind": "reflex_chain", "gait": {"amplitude": "big"}}')
     with pytest.raises(envs.EnvError, match="expert.gait.json is not a gait policy"):
+        list_snapshots(broken)
+    (broken / "expert.gait.json").write_text('{"kind": "travelling_wave", "gait": {"amplitude": 1.0}}')
+    with pytest.raises(envs.EnvError, match="expert.gait.json is not a gait policy.*expected 'reflex_chain'"):
         list_snapshots(broken)
 
 

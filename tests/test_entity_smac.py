@@ -123,7 +123,8 @@ def test_real_battle_tokens_agree_with_unit_snapshot():
     state = parse_smac_state(torch.from_numpy(ts.state), env.info.layout)
     n_a = env.info.n_agents
     # pooled (health + shield) fraction from the state tokens equals the simulator's
-    hp_max = np.array([80.0, 80, 100, 100, 100]); sh_max = np.array([80.0, 80, 50, 50, 50])
+    hp_max = np.array([80.0, 80, 100, 100, 100])
+    sh_max = np.array([80.0, 80, 50, 50, 50])
     pooled = (state.allies[..., 1].numpy() * hp_max + state.allies[..., 2].numpy() * sh_max)
     np.testing.assert_allclose(pooled / (hp_max + sh_max), snap["health"][:, :n_a], atol=1e-5)
     alive = snap["alive"][:, :n_a]

@@ -1,24 +1,36 @@
 """A scripted swimming gait: the behaviour policy of the many-segment swimmers.
 
 MAPPO plateaus on the swimmers (ManySegmentSwimmer-2x2 at 85, 3x2 at 31; docs/datasets.md), far
-from swimming. A travelling wave swims every chain of segments: joint ``j`` follows the angle
-``amplitude * sin(2 pi frequency t - phase_lag * (depth_j - 1))``, where ``depth_j`` counts the
-actuated joints from the head (``MujocoLayout.joint_depth``), tracked by a PD law
-``kp * (reference - angle) - kd * angular velocity`` clipped to the action range. Each agent
-reads only its own joints' angle and velocity and the episode's clock, so the gait is the same
-decentralised policy for every partition and every number of segments.
+from swimming. A wave of bending that runs from the tail to the head swims every chain of
+segments, and this gait makes one by state feedback alone, a reflex chain:
+
+* the tail joint (the deepest, ``MujocoLayout.joint_depth``) is a pacemaker: its reference angle
+  is ``amplitude * tanh(angular velocity / velocity_scale)``, a swing onward in the direction it
+  already turns, which sustains an oscillation (negative damping) from any state but rest;
+* every other joint tracks ``follow_gain`` times the angle of the joint below it (the next
+  toward the tail), so each joint follows the one behind it a little late and the wave travels
+  toward the head, which drives these swimmers forward (+x);
+* each reference is tracked by the PD law ``kp * (reference - angle) - kd * angular velocity``
+  (``kp_tail`` at the tail), clipped to the action range.
+
+Each joint's action reads its own angle and velocity and the angle of its neighbour toward the
+tail, all in its agent's observation (MaMuJoCo shows an agent its neighbours' angles), and no
+clock: the gait is a function of what each agent observes, the same for every partition and
+number of segments, so a learner that imitates it exactly swims exactly as it does. (A wave
+timed by the episode's clock, the gait this replaced, is not: a network that fitted its actions
+to 1e-4 of their variance swam at 108 of its 293, docs/datasets.md.)
 
 A gait policy is a JSON file ``NAME.gait.json`` in a policy folder, with the provenance fields
 of a snapshot's record (``task``, ``env_steps`` as its order, ``greedy`` and ``sampled``
-results, ``config``) and its ``gait`` parameters. The quality ladder of a folder is a ladder of
-amplitudes (``marl behavior gait``). Sampled actions add Gaussian noise of ``noise`` to the PD
-action (medium-replay), as a Gaussian policy would.
+results, ``config``) and its ``gait`` parameters. The quality ladder of a folder scales the
+amplitude and the follow gain together (``marl behavior gait``). Sampled actions add Gaussian
+noise of ``noise`` to the PD action (medium-replay), as a Gaussian policy would.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,33 +38,41 @@ import numpy as np
 from envs.core import EnvError
 
 SUFFIX = ".gait.json"
-ROBOTS = ("ManySegmentSwimmer", "Swimmer")  # chains of segments, joints about one axis
+KIND = "reflex_chain"
+# chains of segments, joints about one axis; Gymnasium's 3-segment Swimmer (Swimmer-2x1) swims
+# backward under this gait (as under the clocked wave before it), so it is not driven
+ROBOTS = ("ManySegmentSwimmer",)
 
 
 @dataclass(frozen=True)
-class TravellingWave:
-    amplitude: float = 1.0  # radians of the reference angle
-    frequency: float = 0.3  # waves per second of simulated time
-    # radians by which a joint lags the one above it; negative: the wave runs from the last
-    # joint up to the head joint, which is what drives these swimmers forward (+x)
-    phase_lag: float = -np.pi / 2
-    kp: float = 2.0
-    kd: float = 0.1
+class ReflexChain:
+    amplitude: float = 1.0  # radians the tail joint swings toward
+    velocity_scale: float = 4.0  # rad/s of the tail's turning at which its swing is tanh(1) of the amplitude
+    follow_gain: float = 1.5  # a joint's reference over the angle of the joint behind it
+    kp: float = 0.6
+    kp_tail: float = 1.0
+    kd: float = 0.05
     noise: float = 0.3  # std of the action noise when sampling
 
     def __post_init__(self):
         for name, value in asdict(self).items():
-            if not isinstance(value, (int, float)) or not np.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise EnvError(f"gait parameter {name} must be a finite number, got {value!r}")
-        if self.amplitude < 0 or self.frequency < 0 or self.noise < 0:
-            raise EnvError(f"gait amplitude, frequency and noise must be >= 0, got {self}")
+        if min(self.amplitude, self.follow_gain, self.noise) < 0 or self.velocity_scale <= 0:
+            raise EnvError(f"gait amplitude, follow_gain and noise must be >= 0 and velocity_scale "
+                           f"> 0, got {self}")
+
+    def level(self, fraction: float) -> "ReflexChain":
+        """The gait at ``fraction`` of its strength: amplitude and follow gain scaled together
+        (scaling the amplitude alone leaves a chain with gain above 1 swimming on its own)."""
+        return replace(self, amplitude=self.amplitude * fraction, follow_gain=self.follow_gain * fraction)
 
 
 class GaitDriver:
-    """Chooses every copy's actions for one task's layout: ``__call__(timestep)`` keeps each
-    copy's clock (restarted where the last step ended an episode, as the env auto-resets)."""
+    """Chooses every copy's actions for one task's layout from the state's joint angles and
+    velocities (each joint reads only values its agent observes)."""
 
-    def __init__(self, gait: TravellingWave, info, dt: float, greedy: bool = True,
+    def __init__(self, gait: ReflexChain, info, greedy: bool = True,
                  rng: np.random.Generator | None = None):
         from envs.mamujoco import OBS_KINDS
 
@@ -67,29 +87,32 @@ class GaitDriver:
                                for j in range(n_joints)])
         self.velocity = np.array([np.flatnonzero((entity == j) & (kind == OBS_KINDS.index("qvel")))[0]
                                   for j in range(n_joints)])
-        self.phase = -gait.phase_lag * (np.asarray(layout.joint_depth, np.float64) - 1)
+        depth = np.asarray(layout.joint_depth)
+        self.tail = int(np.argmax(depth))
+        # the joint each joint follows: the one a step deeper down the chain (the tail: itself)
+        self.behind = np.array([np.flatnonzero(depth == d + 1)[0] if d < depth.max() else j
+                                for j, d in enumerate(depth)])
+        self.kp = np.full(n_joints, gait.kp)
+        self.kp[self.tail] = gait.kp_tail
         # joint -> (agent, slot) of the env's actions [N, n_agents, n_actions]
         self.agent = np.zeros(n_joints, np.int64)
         self.slot = np.zeros(n_joints, np.int64)
         for a, joints in enumerate(layout.agent_joints):
             self.agent[list(joints)], self.slot[list(joints)] = a, np.arange(len(joints))
         self.shape = (info.n_agents, info.n_actions)
-        self.gait, self.dt, self.greedy = gait, dt, greedy
+        self.gait, self.greedy = gait, greedy
         self.rng = rng or np.random.default_rng(0)
-        self.clock: np.ndarray | None = None
 
     def __call__(self, ts) -> np.ndarray:
-        n = ts.state.shape[0]
-        self.clock = np.zeros(n) if self.clock is None else np.where(ts.done, 0.0, self.clock)
         g = self.gait
-        t = self.clock[:, None] * self.dt
-        reference = g.amplitude * np.sin(2 * np.pi * g.frequency * t + self.phase)
-        torque = g.kp * (reference - ts.state[:, self.angle]) - g.kd * ts.state[:, self.velocity]
+        angle, velocity = ts.state[:, self.angle], ts.state[:, self.velocity]
+        reference = g.follow_gain * angle[:, self.behind]
+        reference[:, self.tail] = g.amplitude * np.tanh(velocity[:, self.tail] / g.velocity_scale)
+        torque = self.kp * (reference - angle) - g.kd * velocity
         if not self.greedy:
             torque = torque + self.rng.normal(0.0, g.noise, torque.shape)
-        actions = np.zeros((n,) + self.shape, np.float32)
+        actions = np.zeros((ts.state.shape[0],) + self.shape, np.float32)
         actions[:, self.agent, self.slot] = np.clip(torque, -1.0, 1.0)
-        self.clock = self.clock + 1
         return actions
 
 
@@ -110,14 +133,16 @@ def is_gait(path: str | Path) -> bool:
     return str(path).endswith(SUFFIX)
 
 
-def load_gait(path: str | Path) -> tuple[TravellingWave, dict]:
+def load_gait(path: str | Path) -> tuple[ReflexChain, dict]:
     """The gait of a ``.gait.json`` policy file, and the file's record."""
     try:
         record = json.loads(Path(path).read_text())
-        gait = TravellingWave(**record["gait"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EnvError(f"{path} is not a gait policy (a JSON record with 'gait' parameters "
-                       f"{list(asdict(TravellingWave()))}): {exc}") from None
+        if record.get("kind") != KIND:
+            raise ValueError(f"kind {record.get('kind')!r}, expected {KIND!r}")
+        gait = ReflexChain(**record["gait"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EnvError(f"{path} is not a gait policy (a JSON record of kind {KIND!r} with 'gait' "
+                       f"parameters {list(asdict(ReflexChain()))}): {exc}") from None
     return gait, record
 
 
@@ -125,47 +150,47 @@ def driver(path: str | Path, env, greedy: bool, seed: int) -> GaitDriver:
     """A gait policy file as the chooser of ``env``'s actions."""
     gait, _ = load_gait(path)
     check_task(env.info.task)
-    return GaitDriver(gait, env.info, env.control_dt, greedy, np.random.default_rng(seed))
+    return GaitDriver(gait, env.info, greedy, np.random.default_rng(seed))
 
 
-def play_gait(task: str, gait: TravellingWave, episodes: int, seed: int = 0,
+def play_gait(task: str, gait: ReflexChain, episodes: int, seed: int = 0,
               greedy: bool = True) -> dict:
     """Mean return and length of ``episodes`` episodes of ``task`` played by ``gait``."""
     import envs
 
     env = envs.make(task, num_envs=episodes, seed=seed)
-    choose = GaitDriver(gait, env.info, env.control_dt, greedy, np.random.default_rng(seed))
+    choose = GaitDriver(gait, env.info, greedy, np.random.default_rng(seed))
     outcomes = envs.play(env, choose, seed=seed)
     env.close()
     return {"return": float(outcomes.returns.mean()), "length": float(outcomes.lengths.mean()),
             "episodes": episodes}
 
 
-LADDER = {"poor": 0.0, "replay_1": 0.1, "replay_2": 0.2, "medium": 0.3, "expert": 1.0}
+# fractions of the expert's strength (``ReflexChain.level``); medium swims at about half the
+# expert's return (docs/datasets.md)
+LADDER = {"poor": 0.0, "replay_1": 0.5, "replay_2": 0.6, "medium": 0.7, "expert": 1.0}
 
 
-def write_ladder(task: str, out: str | Path, gait: TravellingWave = TravellingWave(),
+def write_ladder(task: str, out: str | Path, gait: ReflexChain = ReflexChain(),
                  episodes: int = 16, seed: int = 0, log=print) -> Path:
-    """A policy folder of ``task``: the gait at the amplitudes of ``LADDER`` (expert: ``gait``'s
-    own), each file with its measured greedy and sampled returns over ``episodes`` episodes,
+    """A policy folder of ``task``: the gait at the strengths of ``LADDER`` (expert: ``gait``
+    itself), each file with its measured greedy and sampled returns over ``episodes`` episodes,
     and the folder's ``provenance.json``."""
-    from dataclasses import replace
-
     check_task(task)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise EnvError(f"gait ladder of {task}: episodes must be a positive integer, got {episodes!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for order, (name, fraction) in enumerate(LADDER.items()):
-        level = replace(gait, amplitude=gait.amplitude * fraction)
-        record = {"task": task, "env_steps": order, "kind": "travelling_wave",
+        level = gait.level(fraction)
+        record = {"task": task, "env_steps": order, "kind": KIND,
                   "greedy": play_gait(task, level, episodes, seed, greedy=True),
                   "sampled": play_gait(task, level, episodes, seed, greedy=False),
                   "config": {"task": task, "gait": asdict(level)}, "gait": asdict(level)}
         tmp = out / f".{name}{SUFFIX}.tmp"
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(out / f"{name}{SUFFIX}")
-        log(f"{name}: amplitude {level.amplitude:.2f}, greedy return "
+        log(f"{name}: strength {fraction:.2f}, greedy return "
             f"{record['greedy']['return']:.1f}, sampled {record['sampled']['return']:.1f}")
     write_provenance(out, task)
     return out
@@ -178,6 +203,6 @@ def write_provenance(out: Path, task: str) -> None:
     for f in sorted(out.glob(f"*{SUFFIX}")):
         _, record = load_gait(f)
         levels[f.name.removesuffix(SUFFIX)] = {k: record[k] for k in ("env_steps", "greedy", "sampled", "gait")}
-    record = {"task": task, "kind": "travelling_wave", "module": "marl.behavior.gait",
+    record = {"task": task, "kind": KIND, "module": "marl.behavior.gait",
               "command": f"marl behavior gait {task} --out {out}", "snapshots": levels}
     (out / "provenance.json").write_text(json.dumps(record, indent=2))
