@@ -258,6 +258,23 @@ def _progress(label: str, total: int):
     return show
 
 
+def _check_same_policy(out: Path, card: dict, policy: str | Path) -> None:
+    """A finished file is kept only if the snapshots it was collected from are still the
+    folder's: a retrained or re-scripted policy records other results, and keeping the old
+    file would train on the old behaviour without a word."""
+    used = [snap for part in card.get("joined", [card]) for snap in part.get("snapshots", [])]
+    if not used or not Path(policy).is_dir():
+        return
+    now = {s.path.name: s.metadata for s in list_snapshots(policy)}
+    for snap in used:
+        current = now.get(snap["file"])
+        if current is None or any(current.get(k) != snap.get(k) for k in ("env_steps", "greedy", "sampled")):
+            raise EnvError(f"{out} was collected from another version of {policy}/{snap['file']} "
+                           f"(its recorded greedy result {snap.get('greedy')} is not the folder's "
+                           f"{None if current is None else current.get('greedy')}): delete the file "
+                           "to collect it again, or write to another --out")
+
+
 def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str | Path,
             seed: int = 0, num_envs: int = 64, shard_episodes: int = 250,
             env_options: dict | None = None, show_progress: bool = True,
@@ -286,10 +303,12 @@ def collect(task: str, policy: str | Path, quality: str, episodes: int, out: str
     if out.exists():  # ... and was collected under the options asked for now
         if env_options is not None:
             check_env_options(out, task, env_options)
-        recorded = read_dataset(out, task, verify=False).attrs.get("behavior_policy", {}).get("sampling")
+        card = read_dataset(out, task, verify=False).attrs.get("behavior_policy", {})
+        recorded = card.get("sampling")
         if sampling is not None and recorded is not None and recorded != sampling:
             raise EnvError(f"{out} holds actions chosen by sampling={recorded!r}, not {sampling!r}: "
                            "write to another --out (or delete the file)")
+        _check_same_policy(out, card, policy)
         return out
     parts = out.with_name(out.name + ".parts")
     if quality == "medium-expert":  # ODIS: medium and expert episodes, half and half

@@ -3,6 +3,7 @@ One tiny real training run on 3m (the jax engine, SMAC's default; about 30 s) is
 tests of this module; the torch engine's runs are those of MPE and MuJoCo at the end."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -413,6 +414,18 @@ def test_gait_policy_folders_collect_every_quality(tmp_path):
                                   tmp_path / "r.h5", num_envs=2, show_progress=False))
     assert replay.attrs["behavior_policy"]["sampling"] == "sampled"
     assert replay.returns.mean() < expert.returns.mean()
+    # a finished file is kept while its policy is unchanged, refused once the gait is re-scripted
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    kept = collect("mamujoco:ManySegmentSwimmer-3x2", copy, "expert", 2, tmp_path / "k.h5",
+                   num_envs=2, show_progress=False)
+    assert collect("mamujoco:ManySegmentSwimmer-3x2", copy, "expert", 2, kept,
+                   num_envs=2, show_progress=False) == kept
+    record = json.loads((copy / "expert.gait.json").read_text())
+    record["greedy"]["return"] += 1.0
+    (copy / "expert.gait.json").write_text(json.dumps(record))
+    with pytest.raises(envs.EnvError, match="k.h5 was collected from another version of .*expert.gait.json"):
+        collect("mamujoco:ManySegmentSwimmer-3x2", copy, "expert", 2, kept, num_envs=2, show_progress=False)
     with pytest.raises(envs.EnvError, match="scripted gait.*not epsilon:0.1"):
         collect("mamujoco:ManySegmentSwimmer-3x2", folder, "expert", 2, tmp_path / "x.h5",
                 num_envs=2, show_progress=False, sampling="epsilon:0.1")
