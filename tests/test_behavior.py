@@ -465,3 +465,28 @@ def test_forward_progress_tells_walking_from_standing_still():
     assert poor["return"] > 900 and abs(poor["x_moved"]) < 1.0  # paid for standing still
     assert expert["x_moved"] > 10.0 and expert["speed"] > 0.2
     assert expert["speed"] == pytest.approx(expert["x_moved"] / (expert["length"] * 0.05), rel=0.2)
+
+
+def test_gait_imitation_fits_the_reflex_chain_and_swims_like_it(tmp_path):
+    """``experiments/gait_imitation.py``: an MLP of observations fitted to a few episodes of
+    the shipped reflex chain reproduces its actions closely and swims forward when played;
+    a dataset of discrete actions is refused by name."""
+    import importlib.util
+
+    from marl import SHIPPED_POLICIES
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "gait_imitation.py"
+    spec = importlib.util.spec_from_file_location("gait_imitation", path)
+    imitation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(imitation)
+    data = collect("mamujoco:ManySegmentSwimmer-3x2",
+                   Path(SHIPPED_POLICIES) / "mamujoco_ManySegmentSwimmer-3x2", "expert", 4,
+                   tmp_path / "expert.h5", num_envs=4, show_progress=False)
+    report = imitation.fit_and_play(str(data), episodes=4, steps=600, play=2)
+    assert report["episodes_fitted"] == 4 and report["data_return"] > 250
+    assert report["fit_mse"] < 0.05 * report["action_variance"]
+    assert report["mlp_return"] > 150  # standing still scores about 0
+    smac = collect("smac:3m", Path(SHIPPED_POLICIES) / "smac_3m", "expert", 2, tmp_path / "3m.h5",
+                   num_envs=2, show_progress=False)
+    with pytest.raises(SystemExit, match="3m.h5: a MuJoCo dataset"):
+        imitation.fit_and_play(str(smac), episodes=2, steps=1, play=1)

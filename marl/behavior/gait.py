@@ -1,8 +1,8 @@
 """A scripted swimming gait: the behaviour policy of the many-segment swimmers.
 
-MAPPO plateaus on the swimmers (ManySegmentSwimmer-2x2 at 85, 3x2 at 31; docs/datasets.md), far
-from swimming. A wave of bending that runs from the tail to the head swims every chain of
-segments, and this gait makes one by state feedback alone, a reflex chain:
+MAPPO plateaus on the swimmers far from swimming (docs/datasets.md). A wave of bending that
+runs from the tail to the head swims every chain of segments, and this gait makes one by state
+feedback alone, a reflex chain:
 
 * the tail joint (the deepest, ``MujocoLayout.joint_depth``) is a pacemaker: its reference angle
   is ``amplitude * tanh(angular velocity / velocity_scale)``, a swing onward in the direction it
@@ -16,9 +16,9 @@ segments, and this gait makes one by state feedback alone, a reflex chain:
 Each joint's action reads its own angle and velocity and the angle of its neighbour toward the
 tail, all in its agent's observation (MaMuJoCo shows an agent its neighbours' angles), and no
 clock: the gait is a function of what each agent observes, the same for every partition and
-number of segments, so a learner that imitates it exactly swims exactly as it does. (A wave
-timed by the episode's clock, the gait this replaced, is not: a network that fitted its actions
-to 1e-4 of their variance swam at 108 of its 293, docs/datasets.md.)
+number of segments, so a learner that imitates it exactly swims exactly as it does. A wave
+timed by the episode's clock, the gait this replaced, is not: a policy of observations must make
+its own oscillation, which the clocked wave never had to (measured in docs/datasets.md).
 
 A gait policy is a JSON file ``NAME.gait.json`` in a policy folder, with the provenance fields
 of a snapshot's record (``task``, ``env_steps`` as its order, ``greedy`` and ``sampled``
