@@ -396,6 +396,10 @@ def test_swimming_gait_acts_on_each_agents_observation_alone():
         seen[:, table[agent][table[agent] < env.info.state_dim]] += 0.5
         assert np.abs(choose(SimpleNamespace(state=seen))[:, agent] - base[:, agent]).max() > 0.05
     env.close()
+    blind = envs.make("mamujoco:ManySegmentSwimmer-3x2", agent_obsk=0)  # no neighbour's angle
+    with pytest.raises(envs.EnvError, match="ManySegmentSwimmer-3x2's agent 0 does not see .*rot1.*agent_obsk"):
+        GaitDriver(ReflexChain(), blind.info)
+    blind.close()
 
 
 def test_gait_policy_folders_collect_every_quality(tmp_path):

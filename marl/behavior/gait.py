@@ -39,8 +39,8 @@ from envs.core import EnvError
 
 SUFFIX = ".gait.json"
 KIND = "reflex_chain"
-# chains of segments, joints about one axis; Gymnasium's 3-segment Swimmer (Swimmer-2x1) swims
-# backward under this gait (as under the clocked wave before it), so it is not driven
+# chains of segments, joints about one axis (Gymnasium's 3-segment Swimmer is not driven:
+# docs/datasets.md)
 ROBOTS = ("ManySegmentSwimmer",)
 
 
@@ -89,8 +89,9 @@ class GaitDriver:
                                   for j in range(n_joints)])
         depth = np.asarray(layout.joint_depth)
         self.tail = int(np.argmax(depth))
-        # the joint each joint follows: the one a step deeper down the chain (the tail: itself)
-        self.behind = np.array([np.flatnonzero(depth == d + 1)[0] if d < depth.max() else j
+        # the joint each joint follows: the one a step deeper down the chain (the tail: itself;
+        # ROBOTS are single chains, depths 1..n_joints)
+        self.behind = np.array([np.flatnonzero(depth == d + 1)[0] if d < n_joints else j
                                 for j, d in enumerate(depth)])
         self.kp = np.full(n_joints, gait.kp)
         self.kp[self.tail] = gait.kp_tail
@@ -99,6 +100,13 @@ class GaitDriver:
         self.slot = np.zeros(n_joints, np.int64)
         for a, joints in enumerate(layout.agent_joints):
             self.agent[list(joints)], self.slot[list(joints)] = a, np.arange(len(joints))
+        for j in range(n_joints):  # a decentralised policy: every value a joint reads is its agent's
+            seen = layout.obs_state_index[self.agent[j]]
+            if not {self.angle[j], self.velocity[j], self.angle[self.behind[j]]} <= set(seen):
+                raise EnvError(f"a swimming gait needs each agent to observe its joints' angles and "
+                               f"velocities and the angle of the next joint toward the tail; "
+                               f"{info.task}'s agent {self.agent[j]} does not see those of "
+                               f"{layout.joint_names[j]} (agent_obsk >= 1 shows them)")
         self.shape = (info.n_agents, info.n_actions)
         self.gait, self.greedy = gait, greedy
         self.rng = rng or np.random.default_rng(0)
@@ -166,8 +174,7 @@ def play_gait(task: str, gait: ReflexChain, episodes: int, seed: int = 0,
             "episodes": episodes}
 
 
-# fractions of the expert's strength (``ReflexChain.level``); medium swims at about half the
-# expert's return (docs/datasets.md)
+# fractions of the expert's strength (``ReflexChain.level``); their returns: docs/datasets.md
 LADDER = {"poor": 0.0, "replay_1": 0.5, "replay_2": 0.6, "medium": 0.7, "expert": 1.0}
 
 
