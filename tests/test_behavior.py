@@ -494,3 +494,22 @@ def test_gait_imitation_fits_the_reflex_chain_and_swims_like_it(tmp_path):
                    num_envs=2, show_progress=False)
     with pytest.raises(SystemExit, match="3m.h5: a MuJoCo dataset"):
         imitation.fit_and_play(str(smac), episodes=2, steps=1, play=1)
+
+
+def test_behavior_gait_writes_a_measured_quality_ladder(tmp_path):
+    """``marl behavior gait`` writes the five levels, each a loadable reflex chain at its
+    strength with its measured returns (the expert swims, poor does not), and the provenance."""
+    from marl.behavior.gait import LADDER, load_gait
+    from marl.cli import main
+
+    out = tmp_path / "swimmer"
+    main(["behavior", "gait", "mamujoco:ManySegmentSwimmer-2x2", "--out", str(out),
+          "--episodes", "1", "--follow-gain", "1.4"])
+    levels = {name: load_gait(out / f"{name}.gait.json") for name in LADDER}
+    for name, (gait, record) in levels.items():
+        assert gait.follow_gain == pytest.approx(1.4 * LADDER[name])
+        assert record["kind"] == "reflex_chain" and record["task"] == "mamujoco:ManySegmentSwimmer-2x2"
+    assert levels["expert"][1]["greedy"]["return"] > 100 > abs(levels["poor"][1]["greedy"]["return"])
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert sorted(provenance["snapshots"]) == sorted(LADDER) and provenance["kind"] == "reflex_chain"
+    assert [s.name for s in list_snapshots(out)] == list(LADDER)  # ordered poor ... expert
